@@ -1,0 +1,500 @@
+"""The ground floor every endpoint stands on: one error shape, auth, origin and host checks.
+
+API.md "Conventions": errors are ``{"error": {"code", "message", "details"}}``;
+a configured token is required everywhere but ``/health``, ``/openapi.json``
+and ``/docs``; CORS and WebSocket origins are checked against
+``--allow-origin`` (same origin by default); without a token, a ``Host`` that
+is not loopback or this machine is refused (DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.client
+import ipaddress
+import json
+import logging
+import re
+import socket
+import time
+import urllib.parse
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+import tornado.websocket
+
+from wsruntime_ext import __version__
+
+if TYPE_CHECKING:
+    from wsruntime_ext.app import Context
+
+log = logging.getLogger("wsruntime")
+access_log = logging.getLogger("wsruntime.access")
+
+JSON_BODY_LIMIT = 4 << 20  # 4 MiB for JSON endpoints; file writes raise their own limit
+DRAIN_LIMIT = 64 << 20  # an oversized body up to this much more is read and discarded before the 413
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, Range"
+CORS_EXPOSE_HEADERS = "ETag, Last-Modified, Content-Range, Content-Length, Location"
+
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&]*", re.IGNORECASE)
+
+# Default codes for errors raised by Tornado itself rather than by us.
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    411: "length_required",
+    412: "precondition_failed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "unprocessable",
+    426: "upgrade_required",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+class ApiError(tornado.web.HTTPError):
+    """An error rendered as API.md's JSON shape; raise it from any handler."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(status, log_message=message.replace("%", "%%"))
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def redact(uri: str) -> str:
+    """The URI with any ``token=`` query value masked, for logs."""
+    return _TOKEN_IN_QUERY.sub(r"\1***", uri)
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """The access log: one line per request, tokens masked."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        request = handler.request
+        access_log.log(
+            level,
+            "%d %s %s %.2fms",
+            status,
+            request.method,
+            redact(request.uri or ""),
+            1000.0 * request.request_time(),
+            extra={"remote_ip": request.remote_ip},
+        )
+
+
+def implemented_methods(handler_class: type) -> list[str]:
+    """The HTTP methods a handler class really implements (Tornado's defaults answer 405)."""
+    unimplemented = tornado.web.RequestHandler._unimplemented_method
+    return [m for m in HTTP_METHODS if getattr(handler_class, m.lower(), unimplemented) is not unimplemented]
+
+
+def _host_only(host_header: str) -> str:
+    """``[::1]:3002`` → ``::1``, ``Example.COM:80`` → ``example.com``."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def _is_loopback_name(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin_host_port(origin: str) -> str | None:
+    """``http://Example.com`` → ``example.com:80``; None when it is not an http(s) origin."""
+    try:
+        parts = urllib.parse.urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    port = port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _request_host_port(host_header: str, scheme: str) -> str:
+    host = _host_only(host_header)
+    port_text = host_header.rsplit("]", 1)[-1] if host_header.startswith("[") else host_header
+    port = port_text.rsplit(":", 1)[1] if ":" in port_text else ("443" if scheme == "https" else "80")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Security:
+    """Host, origin and token rules, computed once from the Config and shared by every handler."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.config = ctx.config
+        self._token = ctx.config.token.encode() if ctx.config.token else None
+        self._allowed_origins = set(ctx.config.allow_origins)
+        self._known_hosts: set[str] = set()
+        self._known_hosts_at = 0.0
+        self._extra_hosts = {_host_only(ctx.config.host)}
+        for origin in self._allowed_origins:
+            host = urllib.parse.urlsplit(origin).hostname if origin != "*" else None
+            if host:
+                self._extra_hosts.add(host.lower())
+
+    def token_ok(self, supplied: str | None) -> bool:
+        if self._token is None:
+            return True
+        if not supplied:
+            return False
+        return hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"), self._token)
+
+    def origin_ok(self, origin: str, host_header: str, scheme: str) -> bool:
+        """Same origin (the Origin's host and port are the request's Host), or explicitly allowed."""
+        normal = origin.strip().rstrip("/").lower()
+        if normal in self._allowed_origins or self.config.allow_any_origin:
+            return True
+        origin_hp = _origin_host_port(normal)
+        return origin_hp is not None and origin_hp == _request_host_port(host_header, scheme)
+
+    def host_ok(self, host_header: str) -> bool:
+        """DNS-rebinding guard, applied only when no token is configured."""
+        if self._token is not None:
+            return True
+        host = _host_only(host_header)
+        if _is_loopback_name(host) or host in self._extra_hosts:
+            return True
+        if self.config.host in ("0.0.0.0", "::", ""):
+            # Bound to every interface: this machine's own names and addresses are its host too.
+            return host in self._machine_hosts()
+        return False
+
+    def _machine_hosts(self) -> set[str]:
+        now = time.monotonic()
+        if now - self._known_hosts_at > 5.0:
+            self._known_hosts_at = now
+            hosts = {socket.gethostname().lower(), socket.getfqdn().lower()}
+            try:
+                import psutil
+
+                for addrs in psutil.net_if_addrs().values():
+                    hosts.update(
+                        a.address.split("%", 1)[0].lower()
+                        for a in addrs
+                        if a.family in (socket.AF_INET, socket.AF_INET6)
+                    )
+            except Exception:  # psutil missing or the interfaces unreadable: names only
+                log.debug("cannot list this machine's addresses", exc_info=True)
+            self._known_hosts = hosts
+        return self._known_hosts
+
+
+class JsonErrorsMixin:
+    """One ``write_error`` and the security checks, shared by HTTP and WebSocket handlers."""
+
+    request: Any
+    application: Any
+    auth_required = True  # False for /health, /openapi.json and /docs
+    token_in_query = False  # True for WebSockets: browsers cannot set their headers
+
+    @property
+    def ctx(self) -> Context:
+        return self.application.settings["ctx"]  # type: ignore[no-any-return]
+
+    def check_security(self) -> None:
+        """Host, then origin, then token; raises ApiError on the first that fails."""
+        security: Security = self.ctx.security
+        host = self.request.headers.get("Host", "")
+        if not security.host_ok(host):
+            raise ApiError(
+                403,
+                "host_not_allowed",
+                f"Host {host!r} is not allowed; use a loopback address, or configure a token",
+            )
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not security.origin_ok(origin, host, self.request.protocol):
+            raise ApiError(403, "origin_not_allowed", f"Origin {origin!r} is not allowed (see --allow-origin)")
+        if self.auth_required and not security.token_ok(self.supplied_token()):
+            raise ApiError(401, "unauthorized", "A valid bearer token is required (Authorization: Bearer <token>)")
+
+    def supplied_token(self) -> str | None:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()  # type: ignore[no-any-return]
+        if self.token_in_query:
+            values = self.request.query_arguments.get("token")
+            if values:
+                return values[-1].decode("utf-8", "surrogateescape")  # type: ignore[no-any-return]
+        return None
+
+    def cors_headers(self) -> None:
+        origin = self.request.headers.get("Origin")
+        if origin is None:
+            return
+        if self.ctx.security.origin_ok(origin, self.request.headers.get("Host", ""), self.request.protocol):
+            self.set_header("Access-Control-Allow-Origin", origin)  # type: ignore[attr-defined]
+            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)  # type: ignore[attr-defined]
+            self.add_header("Vary", "Origin")  # type: ignore[attr-defined]
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            code, message, details = exc.code, exc.message, exc.details
+        elif isinstance(exc, tornado.web.HTTPError) or exc is None:
+            code = _STATUS_CODES.get(status_code, "error")
+            message = http.client.responses.get(status_code, "Error")
+            details = {}
+            if status_code == 405:
+                message = f"Method {self.request.method} is not allowed here"
+        else:
+            # Logged with its traceback by Tornado's log_exception; never sent.
+            status_code = 500
+            code, message, details = "internal_error", "Internal server error", {}
+        if status_code == 405:
+            allowed = ", ".join([*implemented_methods(type(self)), "OPTIONS"])
+            self.set_header("Allow", allowed)  # type: ignore[attr-defined]
+            details = {**details, "allowed": allowed.split(", ")}
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="wsruntime"')  # type: ignore[attr-defined]
+        self.set_status(status_code)  # type: ignore[attr-defined]
+        self.set_header("Content-Type", "application/json; charset=utf-8")  # type: ignore[attr-defined]
+        self.set_header("Cache-Control", "no-store")  # type: ignore[attr-defined]
+        self.finish(json.dumps({"error": {"code": code, "message": message, "details": details}}))  # type: ignore[attr-defined]
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            if value.status_code >= 500:
+                log.warning("%d %s %s: %s", value.status_code, self.request.method, redact(self.request.uri), value)
+            return
+        log.error(
+            "Uncaught exception in %s %s", self.request.method, redact(self.request.uri), exc_info=(typ, value, tb)
+        )
+
+    def _request_summary(self) -> str:
+        return f"{self.request.method} {redact(self.request.uri or '')} ({self.request.remote_ip})"
+
+
+@tornado.web.stream_request_body
+class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
+    """Base of every HTTP handler: security in ``prepare``, bounded JSON bodies, JSON output.
+
+    Bodies are streamed so that a too-large one is refused from its
+    ``Content-Length`` before it is read; ``max_body_bytes`` sets the bound.
+    """
+
+    max_body_bytes = JSON_BODY_LIMIT
+
+    def initialize(self) -> None:
+        self._body = bytearray()
+        self._rejection: ApiError | None = None
+        self._drained = 0
+
+    def set_default_headers(self) -> None:
+        self.set_header("Server", f"wsruntime/{__version__}")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.cors_headers()
+
+    def prepare(self) -> Awaitable[None] | None:
+        if self.request.method == "OPTIONS":
+            return None  # a preflight: answered by options() below, without a token
+        self.check_security()
+        length = self.request.headers.get("Content-Length")
+        if length is not None:
+            if not length.isdigit():
+                raise ApiError(400, "bad_request", "Content-Length is not a number")
+            if int(length) > self.max_body_bytes:
+                expects_continue = self.request.headers.get("Expect", "").lower() == "100-continue"
+                if expects_continue or int(length) > self.max_body_bytes + DRAIN_LIMIT:
+                    raise self.body_too_large()  # answered before the body is sent (or worth sending)
+                self.reject_body(self.body_too_large())
+        return None
+
+    def body_too_large(self) -> ApiError:
+        return ApiError(
+            413, "body_too_large", f"Request body exceeds {self.max_body_bytes} bytes", limit=self.max_body_bytes
+        )
+
+    def reject_body(self, error: ApiError) -> None:
+        """Refuse the request once its body has arrived.
+
+        Answering while a client is still sending makes most clients see a
+        connection reset instead of the answer, so a moderately oversized
+        body is read and thrown away first (up to ``DRAIN_LIMIT``).
+        """
+        self._rejection = error
+        self._body.clear()
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise error
+
+        setattr(self, self.request.method.lower(), refuse)  # runs instead of the handler's method
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self._finished:
+            return None
+        if self._rejection is not None:
+            self._drained += len(chunk)
+            if self._drained > DRAIN_LIMIT:
+                # Not worth reading further: answer now; the connection is closed after.
+                self.send_error(self._rejection.status_code, exc_info=(ApiError, self._rejection, None))
+            return None
+        if len(self._body) + len(chunk) > self.max_body_bytes:
+            self.reject_body(self.body_too_large())
+            return None
+        self._body += chunk
+        return None
+
+    def options(self, *args: Any, **kwargs: Any) -> None:
+        """CORS preflight (and plain OPTIONS): 204 with the methods this path takes."""
+        methods = ", ".join([*implemented_methods(type(self)), "OPTIONS"])
+        origin = self.request.headers.get("Origin")
+        if origin is not None:
+            if not self.ctx.security.origin_ok(origin, self.request.headers.get("Host", ""), self.request.protocol):
+                raise ApiError(403, "origin_not_allowed", f"Origin {origin!r} is not allowed (see --allow-origin)")
+            self.set_header("Access-Control-Allow-Methods", methods)
+            self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+            self.set_header("Access-Control-Max-Age", "600")
+        self.set_header("Allow", methods)
+        self.set_status(204)
+
+    def compute_etag(self) -> str | None:
+        return None  # API answers are no-store; handlers that need an ETag set their own
+
+    # -- input -----------------------------------------------------------------
+
+    @property
+    def body_bytes(self) -> bytes:
+        return bytes(self._body)
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object, or 400 ``invalid_json`` / ``invalid_body``."""
+        if not self._body.strip():
+            raise ApiError(400, "invalid_body", "A JSON object body is required")
+        try:
+            value = json.loads(self._body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "invalid_json", f"Body is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "invalid_body", "The JSON body must be an object")
+        return value
+
+    def query(self, name: str, default: str | None = None) -> str | None:
+        """A query argument (the last one when repeated); control characters refused."""
+        values = self.request.query_arguments.get(name)
+        if not values:
+            return default
+        try:
+            text: str = values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(
+                400, "invalid_parameter", f"Query parameter {name!r} is not valid UTF-8", parameter=name
+            ) from None
+        return text
+
+    def query_int(self, name: str, default: int, minimum: int = 0, maximum: int = 1 << 31) -> int:
+        text = self.query(name)
+        if text is None or text == "":
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise ApiError(
+                400, "invalid_parameter", f"Query parameter {name!r} must be an integer", parameter=name
+            ) from None
+        if not minimum <= value <= maximum:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"Query parameter {name!r} must be between {minimum} and {maximum}",
+                parameter=name,
+            )
+        return value
+
+    def query_bool(self, name: str, default: bool = False) -> bool:
+        text = self.query(name)
+        if text is None or text == "":
+            return default
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ApiError(400, "invalid_parameter", f"Query parameter {name!r} must be true or false", parameter=name)
+
+    # -- output ----------------------------------------------------------------
+
+    def send_json(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+    def check_workspace(self, workspace_id: str) -> None:
+        if workspace_id != self.ctx.config.workspace_id:
+            raise ApiError(404, "workspace_not_found", f"No workspace {workspace_id!r} here", workspace_id=workspace_id)
+
+
+class OpenHandler(ApiHandler):
+    """A handler that needs no token (``/health``, ``/openapi.json``, ``/docs``)."""
+
+    auth_required = False
+
+
+class NotFoundHandler(ApiHandler):
+    """The JSON catch-all for paths no module serves."""
+
+    auth_required = False
+
+    def prepare(self) -> None:
+        super().prepare()
+        raise ApiError(404, "not_found", f"No such endpoint: {self.request.method} {self.request.path}")
+
+
+class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
+    """Base of every WebSocket: the same security before the upgrade, JSON errors, shutdown tracking."""
+
+    token_in_query = True
+
+    def set_default_headers(self) -> None:
+        self.set_header("Server", f"wsruntime/{__version__}")
+
+    def prepare(self) -> Awaitable[None] | None:
+        self.check_security()
+        return None
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            raise ApiError(
+                400, "websocket_required", "This endpoint is a WebSocket: send an Upgrade: websocket request"
+            )
+        await super().get(*args, **kwargs)
+
+    def check_origin(self, origin: str) -> bool:
+        return True  # already checked, with a JSON answer, in prepare()
+
+    def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
+        self.ctx.websockets.add(self)
+        return None
+
+    def on_close(self) -> None:
+        self.ctx.websockets.discard(self)
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        """Send one JSON frame; a socket that already closed is ignored."""
+        try:
+            self.write_message(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+        except tornado.websocket.WebSocketClosedError:
+            pass

@@ -1,0 +1,197 @@
+"""Configuration: every option is a command-line flag and a ``WSRUNTIME_<NAME>`` variable.
+
+Flags win over variables, variables over the embedded defaults. A bad value in
+either place exits with status 2 and a message naming the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
+
+from wsruntime_ext import __version__
+
+DEFAULT_PORT = 3002
+DEFAULT_MAX_UPLOAD_SIZE = 1 << 30  # 1 GiB
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything the runtime was told at start-up; immutable once parsed."""
+
+    host: str
+    port: int
+    workspace: str  # absolute, symlinks resolved
+    workspace_id: str
+    token: str | None
+    allow_origins: tuple[str, ...]
+    state_dir: str  # absolute
+    log_level: str
+    log_format: str
+    max_upload_size: int
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.token)
+
+    @property
+    def allow_any_origin(self) -> bool:
+        return "*" in self.allow_origins
+
+
+def in_container(environ: Mapping[str, str] | None = None) -> bool:
+    """True inside Docker, Podman or Kubernetes, where the runtime must be reachable from outside."""
+    environ = os.environ if environ is None else environ
+    return os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv") or "KUBERNETES_SERVICE_HOST" in environ
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {port}")
+    return port
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _size(value: str) -> int:
+    """Parse ``1073741824``, ``512M``, ``1G``, ``64KiB`` into bytes."""
+    text = _strip_size_suffix(value.strip().lower())
+    unit = text[-1:] if text[-1:].isalpha() else ""
+    number = text[: len(text) - len(unit)]
+    try:
+        size = int(float(number) * _SIZE_UNITS[unit])
+    except (ValueError, KeyError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a size: {value!r} (use e.g. 1048576, 512M or 1G)") from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {value!r}")
+    return size
+
+
+def _strip_size_suffix(text: str) -> str:
+    for suffix in ("ib", "b"):
+        if text.endswith(suffix) and len(text) > len(suffix):
+            return text[: -len(suffix)]
+    return text
+
+
+def _choice(choices: Sequence[str]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(choices)}")
+        return value.lower()
+
+    return parse
+
+
+def _origin(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if value == "*":
+        return value
+    if "://" not in value or value.split("://", 1)[1] == "":
+        raise argparse.ArgumentTypeError(f"an origin looks like http://host:port, not {value!r}")
+    return value.lower()
+
+
+# (flag, dest, type, help); the environment variable is WSRUNTIME_<DEST upper-cased>.
+_OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
+    ("--host", "host", str, "address to bind (default: 0.0.0.0 in a container, else 127.0.0.1)"),
+    ("--port", "port", _port, f"port to listen on, 0 picks a free one (default: {DEFAULT_PORT})"),
+    ("--workspace", "workspace", str, "the workspace directory (default: the current directory)"),
+    ("--workspace-id", "workspace_id", str, "the workspace id (default: $WORKSPACE_ID, else the directory name)"),
+    ("--token", "token", str, "bearer token required on every API call (default: none)"),
+    ("--state-dir", "state_dir", str, "where runtime state is kept (default: <workspace>/.wsruntime)"),
+    ("--log-level", "log_level", _choice(LOG_LEVELS), "debug, info, warning or error (default: info)"),
+    ("--log-format", "log_format", _choice(LOG_FORMATS), "text or json (default: text)"),
+    ("--max-upload-size", "max_upload_size", _size, "largest request body for uploads and writes (default: 1G)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsruntime",
+        description="wsruntime — the Workspace Runtime: files, git, agent sessions, "
+        "OpenSpec, settings, scripts and live events of one workspace over HTTP and WebSocket.",
+        epilog="Every option can also be set as an environment variable WSRUNTIME_<NAME>, "
+        "e.g. WSRUNTIME_PORT=3002 or WSRUNTIME_ALLOW_ORIGIN=https://a.example,https://b.example.",
+    )
+    for flag, dest, kind, text in _OPTIONS:
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    parser.add_argument(
+        "--allow-origin",
+        dest="allow_origin",
+        type=_origin,
+        action="append",
+        default=None,
+        help="an origin allowed for CORS and WebSockets, repeatable; '*' allows any (default: same origin only)",
+    )
+    parser.add_argument("--version", action="version", version=f"wsruntime {__version__}")
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Parse flags and environment into a Config; exits 2 with a clear message on bad input."""
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = vars(args)
+
+    # Environment variables fill what the command line left unset, through the same parsers.
+    for _flag, dest, kind, _ in _OPTIONS:
+        env_name = "WSRUNTIME_" + dest.upper()
+        if values[dest] is None and environ.get(env_name, "") != "":
+            try:
+                values[dest] = kind(environ[env_name])
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"{env_name}: {exc}")
+    if values["allow_origin"] is None and environ.get("WSRUNTIME_ALLOW_ORIGIN"):
+        try:
+            values["allow_origin"] = [_origin(o) for o in environ["WSRUNTIME_ALLOW_ORIGIN"].split(",") if o.strip()]
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"WSRUNTIME_ALLOW_ORIGIN: {exc}")
+
+    workspace_arg = values["workspace"] or os.getcwd()
+    workspace = os.path.realpath(os.path.expanduser(workspace_arg))
+    if not os.path.isdir(workspace):
+        parser.error(f"workspace is not a directory: {workspace_arg}")
+
+    workspace_id = values["workspace_id"] or environ.get("WORKSPACE_ID") or os.path.basename(workspace) or "workspace"
+    if "/" in workspace_id or any(ord(c) < 0x20 or ord(c) == 0x7F for c in workspace_id):
+        parser.error(f"workspace id must not contain '/' or control characters: {workspace_id!r}")
+
+    token = values["token"]
+    if token is not None and (token.strip() != token or not token):
+        parser.error("token must not be empty or start or end with white space")
+
+    state_dir = values["state_dir"] or os.path.join(workspace, ".wsruntime")
+    state_dir = os.path.abspath(os.path.expanduser(state_dir))
+
+    host = values["host"] or ("0.0.0.0" if in_container(environ) else "127.0.0.1")
+    return Config(
+        host=host,
+        port=DEFAULT_PORT if values["port"] is None else values["port"],
+        workspace=workspace,
+        workspace_id=workspace_id,
+        token=token or None,
+        allow_origins=tuple(values["allow_origin"] or ()),
+        state_dir=state_dir,
+        log_level=values["log_level"] or "info",
+        log_format=values["log_format"] or "text",
+        max_upload_size=values["max_upload_size"] or DEFAULT_MAX_UPLOAD_SIZE,
+    )
+
+
+def exit_with_error(message: str) -> None:
+    """Print a start-up failure the way argparse does and exit 2."""
+    print(f"wsruntime: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,145 @@
+"""``GET /health`` (API.md "Health"): liveness without auth, more detail with it.
+
+It answers from memory only — what the modules know is gathered once at
+start-up (and refreshed by them), never by a subprocess on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import re
+import shutil
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from wsruntime_ext import __version__
+from wsruntime_ext.base import OpenHandler
+from wsruntime_ext.openapi import json_response, route
+
+if TYPE_CHECKING:
+    from wsruntime_ext.app import Context
+
+
+class HealthHandler(OpenHandler):
+    def get(self) -> None:
+        ctx = self.ctx
+        body: dict[str, Any] = {
+            "status": "ok",
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - ctx.started_monotonic, 3),
+            "workspace_id": ctx.config.workspace_id,
+        }
+        # The details tell an attacker what runs here: only for a valid token (or no token configured).
+        if ctx.security.token_ok(self.supplied_token()):
+            body["auth"] = ctx.config.auth_enabled
+            body["runtime"] = runtime_info()
+            for provider in ctx.health_providers:
+                body.update(provider())
+        self.send_json(body)
+
+
+_RUNTIME: dict[str, Any] = {}
+
+
+def runtime_info() -> dict[str, Any]:
+    if not _RUNTIME:
+        try:
+            import psutil
+
+            psutil_version: str | None = psutil.__version__
+        except Exception:  # no wheel for this interpreter: stats fall back to /proc
+            psutil_version = None
+        _RUNTIME.update(
+            python=platform.python_version(),
+            implementation=sys.implementation.name,
+            platform=f"{sys.platform}-{platform.machine()}",
+            psutil=psutil_version,
+        )
+    return _RUNTIME
+
+
+async def detect_tool(name: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Whether a CLI is on PATH and the version it prints (first line of ``--version``)."""
+    path = shutil.which(name)
+    if path is None:
+        return {"available": False, "version": None, "path": None}
+    version = None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            path,
+            "--version",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            match = re.search(r"\d+(\.\d+)+", out.decode(errors="replace"))
+            version = match.group(0) if match else None
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+    except OSError:
+        pass
+    return {"available": True, "version": version, "path": path}
+
+
+async def startup(ctx: Context) -> None:
+    runtime_info()
+    git = await detect_tool("git")
+    ctx.health_providers.append(lambda: {"git": git})
+
+
+handlers = [route("/health", HealthHandler)]
+
+open_paths = ["/health"]
+
+openapi = {
+    "tags": [{"name": "health", "description": "Liveness and what the runtime can do"}],
+    "schemas": {
+        "Health": {
+            "type": "object",
+            "required": ["status", "version", "uptime_s", "workspace_id"],
+            "properties": {
+                "status": {"type": "string", "const": "ok"},
+                "version": {"type": "string", "examples": [__version__]},
+                "uptime_s": {"type": "number", "minimum": 0},
+                "workspace_id": {"type": "string"},
+                "auth": {"type": "boolean", "description": "whether a token is required (authorised callers only)"},
+                "runtime": {
+                    "type": "object",
+                    "description": "interpreter and platform (authorised callers only)",
+                    "properties": {
+                        "python": {"type": "string"},
+                        "implementation": {"type": "string"},
+                        "platform": {"type": "string"},
+                        "psutil": {"type": ["string", "null"]},
+                    },
+                },
+                "git": {
+                    "type": "object",
+                    "description": "whether git is installed (authorised callers only)",
+                    "properties": {
+                        "available": {"type": "boolean"},
+                        "version": {"type": ["string", "null"]},
+                        "path": {"type": ["string", "null"]},
+                    },
+                },
+            },
+        }
+    },
+    "paths": {
+        "/health": {
+            "get": {
+                "summary": "Liveness",
+                "description": "Never needs a token. With a valid token (or none configured) it adds what "
+                "the runtime found on this machine (git, agent CLIs, …).",
+                "tags": ["health"],
+                "responses": {"200": json_response("The runtime is up", {"$ref": "#/components/schemas/Health"})},
+            }
+        }
+    },
+}
