@@ -81,6 +81,8 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     """The access log: one line per request, tokens masked."""
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if status < 400 and handler.request.path == "/health":
+        level = logging.DEBUG  # liveness probes every few seconds would drown everything else
     if access_log.isEnabledFor(level):
         request = handler.request
         access_log.log(
