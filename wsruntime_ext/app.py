@@ -28,6 +28,7 @@ import tornado.web
 from wsruntime_ext import __version__, docs, health
 from wsruntime_ext.base import NotFoundHandler, Security, log, log_request
 from wsruntime_ext.config import Config, exit_with_error, parse_config
+from wsruntime_ext.procs import ProcessRegistry
 
 # The feature modules, in start-up order (shutdown runs in reverse).
 MODULES: list[ModuleType] = [health, docs]
@@ -50,6 +51,7 @@ class Context:
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(32, (os.cpu_count() or 1) * 4), thread_name_prefix="wsruntime-io"
         )
+        self.procs = ProcessRegistry()  # every subprocess (git, agents, scripts), stopped at shutdown
         self.shutting_down = False
         self.openapi_document: dict[str, Any] = {}  # set by docs.startup
         self.openapi_json: tuple[bytes, str] = (b"{}", '""')
@@ -141,6 +143,7 @@ class Runtime:
                 await asyncio.wait_for(hook(ctx), max(0.1, deadline - time.monotonic()))
             except Exception:
                 log.exception("shutdown of %s failed", module.__name__)
+        await self.ctx.procs.shutdown(grace=max(0.1, min(2.0, deadline - time.monotonic() - 0.5)))
         try:
             await asyncio.wait_for(self.server.close_all_connections(), max(0.1, deadline - time.monotonic()))
         except asyncio.TimeoutError:

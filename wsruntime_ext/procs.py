@@ -1,0 +1,248 @@
+"""Subprocesses: spawn, read, time out, kill whole trees, reap — for git, agents and scripts.
+
+Every child is started with an argument list (never a shell), in its own
+session, and tracked by the :class:`ProcessRegistry` on the Context so that
+shutdown can stop everything. Killing a child kills its whole tree: the
+descendants are listed *before* any signal (afterwards an orphan is no longer
+linked to us), and processes that left the process group or even the session
+(Claude Code's Bash tool runs commands in their own session) are still found
+through that snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+
+log = logging.getLogger("wsruntime.procs")
+
+DEFAULT_OUTPUT_LIMIT = 16 << 20
+
+
+@dataclasses.dataclass
+class Completed:
+    """What a finished command left: exit code, output (bounded), and whether it timed out."""
+
+    argv: list[str]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+
+def _children_from_proc() -> dict[int, list[int]]:
+    """ppid → pids, read from /proc (used when psutil is unavailable)."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: the fields start after the last ')'.
+        fields = data[data.rfind(b")") + 2 :].split()
+        if len(fields) > 1:
+            tree.setdefault(int(fields[1]), []).append(int(entry))
+    return tree
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children first), via psutil or /proc."""
+    try:
+        import psutil
+
+        try:
+            return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            return []
+    except ImportError:
+        pass
+    tree = _children_from_proc()
+    found: list[int] = []
+    queue = list(tree.get(pid, []))
+    while queue:
+        child = queue.pop(0)
+        found.append(child)
+        queue.extend(tree.get(child, []))
+    return found
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        state = data[data.rfind(b")") + 2 : data.rfind(b")") + 3]
+        return state not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
+class ManagedProcess:
+    """A child started by the registry, with its own session; ``kill_tree`` stops it and all it started."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, argv: Sequence[str], registry: ProcessRegistry) -> None:
+        self.proc = proc
+        self.argv = list(argv)
+        self.pid = proc.pid
+        self.started = time.monotonic()
+        self._registry = registry
+        self._known: set[int] = set()  # descendants seen so far: escaped ones are still ours to stop
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def remember_descendants(self) -> None:
+        """Snapshot the tree now; call it periodically for long-lived children (agents)."""
+        if self.proc.returncode is None:
+            self._known.update(descendants(self.pid))
+
+    def signal_tree(self, signum: int) -> None:
+        """Send ``signum`` to the child, its process group and every descendant known or found now."""
+        self.remember_descendants()
+        _signal_group(self.pid, signum)  # the session leader's group: pgid == pid
+        if self.proc.returncode is None:
+            _signal(self.pid, signum)
+        for pid in list(self._known):
+            if _alive(pid):
+                _signal(pid, signum)
+            else:
+                self._known.discard(pid)
+
+    async def kill_tree(self, grace: float = 2.0) -> int:
+        """SIGTERM to the whole tree, SIGKILL after ``grace`` seconds to whatever is left; returns the exit code."""
+        self.signal_tree(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if self.proc.returncode is not None and not any(_alive(p) for p in self._known):
+                break
+            await asyncio.sleep(0.05)
+        self.signal_tree(signal.SIGKILL)
+        code = await self.proc.wait()
+        # Descendants were reparented; SIGKILL cannot be ignored, give the kernel a moment.
+        for _ in range(40):
+            if not any(_alive(p) for p in self._known):
+                break
+            await asyncio.sleep(0.025)
+        return code
+
+    async def wait(self) -> int:
+        return await self.proc.wait()
+
+
+class ProcessRegistry:
+    """Every subprocess the runtime runs, so that none outlives it."""
+
+    def __init__(self) -> None:
+        self.running: set[ManagedProcess] = set()
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        cwd: str,
+        env: Mapping[str, str] | None = None,
+        stdin: int | None = asyncio.subprocess.DEVNULL,
+        stdout: int | None = asyncio.subprocess.PIPE,
+        stderr: int | None = asyncio.subprocess.PIPE,
+        limit: int = 1 << 20,
+    ) -> ManagedProcess:
+        """Start ``argv`` in its own session; raises FileNotFoundError/PermissionError when it cannot start."""
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            limit=limit,
+        )
+        managed = ManagedProcess(proc, argv, self)
+        self.running.add(managed)
+        proc_wait = asyncio.ensure_future(proc.wait())
+        proc_wait.add_done_callback(lambda _: self.running.discard(managed))
+        return managed
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        cwd: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        input: bytes | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+    ) -> Completed:
+        """Run to completion with a timeout (the whole tree is killed when it expires), output bounded."""
+        managed = await self.spawn(
+            argv, cwd, env, stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL
+        )
+        proc = managed.proc
+        assert proc.stdout is not None and proc.stderr is not None
+        truncated = False
+
+        async def read_all(stream: asyncio.StreamReader) -> bytes:
+            nonlocal truncated
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                chunk = await stream.read(65536)
+                if not chunk:
+                    return b"".join(chunks)
+                if size < output_limit:
+                    chunks.append(chunk[: output_limit - size])
+                    truncated = truncated or size + len(chunk) > output_limit
+                else:
+                    truncated = True
+                size += len(chunk)
+
+        async def feed() -> None:
+            if input is not None and proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    proc.stdin.write(input)
+                    await proc.stdin.drain()
+                proc.stdin.close()
+
+        readers = asyncio.gather(read_all(proc.stdout), read_all(proc.stderr), feed(), proc.wait())
+        timed_out = False
+        try:
+            out, err, _, code = await asyncio.wait_for(asyncio.shield(readers), timeout)
+        except asyncio.TimeoutError:
+            timed_out = True
+            await managed.kill_tree(grace=1.0)
+            try:
+                out, err, _, code = await asyncio.wait_for(readers, 5.0)
+            except asyncio.TimeoutError:  # a descendant kept the pipes open: give up on the output
+                readers.cancel()
+                out, err, code = b"", b"", await proc.wait()
+        except BaseException:
+            await managed.kill_tree(grace=0.5)
+            raise
+        return Completed(list(argv), code, out, err, timed_out, truncated)
+
+    async def shutdown(self, grace: float = 2.0) -> None:
+        """Stop every child tree still running (SIGTERM, then SIGKILL after ``grace``)."""
+        if self.running:
+            await asyncio.gather(*(p.kill_tree(grace) for p in list(self.running)), return_exceptions=True)
