@@ -12,10 +12,9 @@ from wsruntime_ext.base import ApiError
 from wsruntime_ext.paths import AtomicWriter, atomic_write, resolve_in_workspace
 
 
-@pytest.fixture
-def jail(tmp_path: os.PathLike[str]) -> Iterator[str]:
-    """A workspace with symlinks of every kind next to a secret outside it."""
-    base = os.fspath(tmp_path)
+def make_hostile_workspace(base: str) -> str:
+    """A workspace ``base/ws`` with symlinks of every kind next to a secret in ``base/outside``;
+    returns the workspace's real path (shared with the HTTP jail tests)."""
     root = os.path.join(base, "ws")
     outside = os.path.join(base, "outside")
     os.makedirs(os.path.join(root, "src", "deep"))
@@ -37,7 +36,13 @@ def jail(tmp_path: os.PathLike[str]) -> Iterator[str]:
     os.symlink("../../..", os.path.join(root, "src", "deep", "up-out"))  # resolves above the root
     os.symlink("loop-b", os.path.join(root, "loop-a"))
     os.symlink("loop-a", os.path.join(root, "loop-b"))
-    yield os.path.realpath(root)
+    return os.path.realpath(root)
+
+
+@pytest.fixture
+def jail(tmp_path: os.PathLike[str]) -> Iterator[str]:
+    """A workspace with symlinks of every kind next to a secret outside it."""
+    yield make_hostile_workspace(os.fspath(tmp_path))
 
 
 HOSTILE = [

@@ -25,13 +25,14 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from wsruntime_ext import __version__, docs, health
+from wsruntime_ext import __version__, docs, files, health
 from wsruntime_ext.base import NotFoundHandler, Security, log, log_request
 from wsruntime_ext.config import Config, exit_with_error, parse_config
+from wsruntime_ext.files import FileService, SearchService
 from wsruntime_ext.procs import ProcessRegistry
 
 # The feature modules, in start-up order (shutdown runs in reverse).
-MODULES: list[ModuleType] = [health, docs]
+MODULES: list[ModuleType] = [health, files, docs]
 
 SHUTDOWN_GRACE_S = 4.0
 T = TypeVar("T")
@@ -39,6 +40,9 @@ T = TypeVar("T")
 
 class Context:
     """What every module may reach: the config, shared services and runtime-wide state."""
+
+    files: FileService  # set by files.startup
+    search: SearchService  # set by files.startup
 
     def __init__(self, config: Config, modules: Sequence[ModuleType] = MODULES) -> None:
         self.config = config

@@ -34,9 +34,9 @@ access_log = logging.getLogger("wsruntime.access")
 
 JSON_BODY_LIMIT = 4 << 20  # 4 MiB for JSON endpoints; file writes raise their own limit
 DRAIN_LIMIT = 64 << 20  # an oversized body up to this much more is read and discarded before the 413
-HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
-CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, Range"
-CORS_EXPOSE_HEADERS = "ETag, Last-Modified, Content-Range, Content-Length, Location"
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, If-Range, If-Modified-Since, Range"
+CORS_EXPOSE_HEADERS = "ETag, Last-Modified, Accept-Ranges, Content-Range, Content-Length, Location"
 
 _TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&]*", re.IGNORECASE)
 
@@ -59,6 +59,7 @@ _STATUS_CODES = {
     502: "bad_gateway",
     503: "unavailable",
     504: "timeout",
+    507: "insufficient_storage",
 }
 
 
@@ -390,6 +391,8 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
             value = json.loads(self._body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "invalid_json", f"Body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ApiError(400, "invalid_json", "Body is not usable JSON: nested too deeply") from None
         if not isinstance(value, dict):
             raise ApiError(400, "invalid_body", "The JSON body must be an object")
         return value

@@ -43,23 +43,46 @@ _ERROR_TEXT = {
     409: "Conflict with the current state",
     412: "Precondition failed",
     413: "Request body too large",
+    415: "Unsupported media type",
+    416: "Range not satisfiable",
     422: "Well-formed but unusable",
     500: "Internal error",
     502: "A subprocess or remote failed",
     504: "Timed out",
+    507: "Insufficient storage: the disk is full",
 }
 
 
-def route(template: str, handler: type, **patterns: str) -> tornado.routing.URLSpec:
+class _MethodPathMatches(tornado.routing.PathMatches):
+    """A path that matches only for some methods, so that other methods fall through to later routes."""
+
+    def __init__(self, pattern: str, methods: Iterable[str]) -> None:
+        super().__init__(pattern)
+        self.methods = frozenset(methods)
+
+    def match(self, request: Any) -> dict[str, Any] | None:
+        if request.method not in self.methods:
+            return None
+        return super().match(request)
+
+
+def route(
+    template: str, handler: type, methods: Iterable[str] | None = None, **patterns: str
+) -> tornado.routing.URLSpec:
     """A Tornado route from an OpenAPI path template: ``{name}`` matches one segment
-    unless ``patterns`` gives its own regex (``path=".*"``)."""
+    unless ``patterns`` gives its own regex (``path=".*"``). With ``methods`` the route
+    matches only those methods (and CORS preflights); others fall through to the next route,
+    so ``POST /api/v1/files/upload`` can coexist with reading a file named ``upload``."""
 
     def group(match: re.Match[str]) -> str:
         name = match.group(1)
         return f"(?P<{name}>{patterns.get(name, '[^/]+')})"
 
     regex = _PARAM.sub(group, re.escape(template).replace(r"\{", "{").replace(r"\}", "}"))
-    return tornado.routing.URLSpec(regex + "$", handler, name=template)
+    spec = tornado.routing.URLSpec(regex + "$", handler, name=template)
+    if methods is not None:
+        spec.matcher = _MethodPathMatches(regex + "$", [*methods, "OPTIONS"])
+    return spec
 
 
 def ref(schema: str) -> dict[str, str]:

@@ -6,22 +6,35 @@ path, a ``..`` escape, a symlink or a chain of them leading out, also for
 paths that do not exist yet — raises 403 ``path_outside_workspace``; control
 characters raise 400 ``invalid_path``. :class:`AtomicWriter` lands files so
 that readers see the old or the new content, never a mix, even if the
-process dies mid-write.
+process dies mid-write, and stamps each new version with a modification time
+that no earlier version written by this process has, so that
+:func:`file_etag` changes on every write (two same-size writes in the same
+second included).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import errno
 import os
 import stat
 import tempfile
+import threading
+import time
 from collections.abc import Iterable
-from typing import IO
+from typing import IO, Callable
 
 from wsruntime_ext.base import ApiError
 
 _CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
 _UMASK: int | None = None
+
+# Check-then-rename sections of every commit and move run one at a time, so a precondition
+# checked there still holds when the rename lands (renames are microseconds; fsyncs stay outside).
+COMMIT_LOCK = threading.Lock()
+_last_mtime_ns = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +112,77 @@ def resolve_in_workspace(root: str, client_path: str, follow_final: bool = True)
     return WorkspacePath("" if rel == "." else rel, path, real)
 
 
+def file_etag(st: os.stat_result) -> str:
+    """A strong ETag for a file version: device, inode, size and the nanosecond modification time.
+
+    Every :class:`AtomicWriter` commit gives the new version a modification
+    time strictly greater than the one it replaces and than any other this
+    process stamped (:func:`next_mtime_ns`), so two versions written here
+    never share an ETag, even with the same size in the same second and with
+    a recycled inode number. Writers outside the runtime change it through
+    the size, the inode (a rename) or the modification time.
+    """
+    return f'"{st.st_dev:x}-{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+def next_mtime_ns(previous: int | None = None) -> int:
+    """A modification time for a new file version: now, but later than ``previous`` and than any issued before."""
+    global _last_mtime_ns
+    with _MTIME_LOCK:
+        stamp = max(time.time_ns(), _last_mtime_ns + 1, (previous or 0) + 1)
+        _last_mtime_ns = stamp
+        return stamp
+
+
+_MTIME_LOCK = threading.Lock()
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_renameat2: Callable[..., int] | None = None
+_renameat2_loaded = False
+
+
+def _load_renameat2() -> Callable[..., int] | None:
+    global _renameat2, _renameat2_loaded
+    if not _renameat2_loaded:
+        _renameat2_loaded = True
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            function = libc.renameat2
+            function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            function.restype = ctypes.c_int
+            _renameat2 = function
+        except (OSError, AttributeError):  # not Linux, or a libc older than glibc 2.28
+            _renameat2 = None
+    return _renameat2
+
+
+def rename_noreplace(source: str, target: str) -> None:
+    """Rename ``source`` to ``target`` unless ``target`` exists (FileExistsError), atomically where the
+    kernel can (``renameat2(RENAME_NOREPLACE)``); elsewhere checked and renamed under ``COMMIT_LOCK``
+    (callers already hold it), which still excludes every writer in this process."""
+    function = _load_renameat2()
+    if function is not None:
+        if function(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), target)
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target)
+    os.rename(source, target)
+
+
+def nearest_existing_directory(path: str) -> str:
+    """``path`` itself when it is a directory, else its closest ancestor that exists."""
+    current = path
+    while not os.path.isdir(current):
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    return current
+
+
 def _default_file_mode() -> int:
     global _UMASK
     if _UMASK is None:
@@ -122,49 +206,116 @@ class AtomicWriter:
     """Write a file through a temporary sibling, then rename it over the target.
 
     Use as a context manager: leaving the block normally commits (fsync the
-    file, keep the old file's mode and owner, rename, fsync the directory);
-    an exception discards the temporary file and leaves the target untouched.
+    file, keep the old file's mode and owner, stamp a fresh modification
+    time, create missing parents, rename, fsync the directory); an exception
+    discards the temporary file and leaves the target untouched. ``temp_dir``
+    puts the temporary file elsewhere on the same file system — the nearest
+    existing ancestor when the target's parents do not exist yet, so that
+    nothing (not even an empty parent) appears unless the commit happens.
     Blocking: call it from a thread pool, never on the IOLoop.
     """
 
-    def __init__(self, target: str, mode: int | None = None) -> None:
+    def __init__(self, target: str, mode: int | None = None, temp_dir: str | None = None) -> None:
         self.target = target
         self.directory = os.path.dirname(target) or "."
+        self.temp_dir = temp_dir or self.directory
         self._mode = mode
         fd, self.temp_path = tempfile.mkstemp(
-            prefix=f".{os.path.basename(target)[:64]}.", suffix=".wsrt-tmp", dir=self.directory
+            prefix=f".{os.path.basename(target)[:64]}.", suffix=".wsrt-tmp", dir=self.temp_dir
         )
         self.file: IO[bytes] = os.fdopen(fd, "wb")
         self.size = 0
+        self.created = False  # whether the commit created the target (rather than replacing it)
+        self.created_dirs: list[str] = []  # parents the commit created, outermost first
         self._done = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self.file.write(data)
         self.size += len(data)
 
-    def commit(self) -> os.stat_result:
-        """Publish the new content; returns the new file's stat."""
-        try:
+    def finish_writing(self) -> None:
+        """Flush, fsync and close the temporary file now (many staged files need not hold descriptors)."""
+        if not self.file.closed:
             self.file.flush()
             os.fsync(self.file.fileno())
-            try:
-                old = os.stat(self.target)
-            except FileNotFoundError:
-                old = None
-            if old is not None and stat.S_ISDIR(old.st_mode):
-                raise IsADirectoryError(self.target)
-            mode = self._mode if self._mode is not None else stat.S_IMODE(old.st_mode) if old else _default_file_mode()
-            os.fchmod(self.file.fileno(), mode)
-            if old is not None and os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
-                os.fchown(self.file.fileno(), old.st_uid, old.st_gid)
             self.file.close()
-            os.rename(self.temp_path, self.target)
-            self._done = True
+
+    def commit(
+        self,
+        replace: bool = True,
+        check: Callable[[os.stat_result | None], None] | None = None,
+    ) -> os.stat_result:
+        """Publish the new content; returns the new file's stat.
+
+        ``check(old_stat_or_None)`` runs just before the rename, in the
+        section no other commit of this process enters, and may raise to
+        refuse (a failed precondition). With ``replace=False`` an existing
+        target makes it raise FileExistsError, atomically where the kernel
+        supports it.
+        """
+        try:
+            self.finish_writing()
+            fd = os.open(self.temp_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+            try:
+                self._publish(fd, replace, check)
+            finally:
+                os.close(fd)
         finally:
             if not self._done:
                 self.abort()
         fsync_directory(self.directory)
+        if self.temp_dir != self.directory:
+            fsync_directory(self.temp_dir)
         return os.stat(self.target)
+
+    def _publish(self, fd: int, replace: bool, check: Callable[[os.stat_result | None], None] | None) -> None:
+        """The check-and-rename section: one commit of this process at a time."""
+        with COMMIT_LOCK:
+            try:
+                old: os.stat_result | None = os.stat(self.target)
+            except (FileNotFoundError, NotADirectoryError):
+                old = None
+            if old is not None and stat.S_ISDIR(old.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.target)
+            if check is not None:
+                check(old)
+            if old is not None and not replace:
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), self.target)
+            mode = self._mode if self._mode is not None else stat.S_IMODE(old.st_mode) if old else _default_file_mode()
+            os.fchmod(fd, mode)
+            if old is not None and os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+                os.fchown(fd, old.st_uid, old.st_gid)
+            stamp = next_mtime_ns(old.st_mtime_ns if old is not None else None)
+            os.utime(fd, ns=(stamp, stamp))
+            self._make_parents()
+            if replace:
+                os.rename(self.temp_path, self.target)
+            else:
+                rename_noreplace(self.temp_path, self.target)
+            self.created = old is None
+            self._done = True
+
+    def _make_parents(self) -> None:
+        missing: list[str] = []
+        current = self.directory
+        while not os.path.isdir(current):
+            missing.append(current)
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+        for directory in reversed(missing):
+            os.mkdir(directory)
+            self.created_dirs.append(directory)
+
+    def remove_created_dirs(self) -> None:
+        """Undo the parents a commit created (those still empty), innermost first."""
+        for directory in reversed(self.created_dirs):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+        self.created_dirs = []
 
     def abort(self) -> None:
         """Throw the temporary file away; the target is untouched."""
@@ -177,6 +328,7 @@ class AtomicWriter:
             os.unlink(self.temp_path)
         except FileNotFoundError:
             pass
+        self.remove_created_dirs()
 
     def __enter__(self) -> AtomicWriter:
         return self

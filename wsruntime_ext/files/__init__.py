@@ -1,0 +1,48 @@
+"""The Files area (API.md "Files"): list, read, write, delete, upload, move, mkdir and search.
+
+``service.py`` holds the logic (``FileService``), ``upload.py`` the streamed
+all-or-nothing multipart upload, ``search.py`` content and name search
+(ripgrep or a Python walk), ``handlers.py`` the thin HTTP layer and
+``spec.py`` the OpenAPI description of the routes below.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from wsruntime_ext.files.handlers import (
+    FileHandler,
+    ListHandler,
+    MkdirHandler,
+    MoveHandler,
+    SearchHandler,
+    UploadHandler,
+)
+from wsruntime_ext.files.search import SearchService
+from wsruntime_ext.files.service import FileService
+from wsruntime_ext.files.spec import openapi
+from wsruntime_ext.openapi import route
+
+if TYPE_CHECKING:
+    from wsruntime_ext.app import Context
+
+# The POST-only routes come first and match POST alone, so that GET /api/v1/files/upload still
+# reads a file named "upload".
+handlers = [
+    route("/api/v1/files", ListHandler),
+    route("/api/v1/files/upload", UploadHandler, methods=["POST"]),
+    route("/api/v1/files/move", MoveHandler, methods=["POST"]),
+    route("/api/v1/files/mkdir", MkdirHandler, methods=["POST"]),
+    route("/api/v1/files/{path}", FileHandler, path=".*"),
+    route("/api/v1/search", SearchHandler),
+]
+
+
+async def startup(ctx: Context) -> None:
+    ctx.files = FileService(ctx.config)
+    ctx.search = SearchService(ctx.config.workspace, ctx.files.state_dir, ctx.run_blocking)
+    backend: dict[str, Any] = {"search": {"backend": ctx.search.backend}}
+    ctx.health_providers.append(lambda: backend)
+
+
+__all__ = ["FileService", "SearchService", "handlers", "openapi", "startup"]

@@ -1,0 +1,523 @@
+"""The Files area's HTTP handlers: parse, check, call the FileService, answer.
+
+Bodies of writes and uploads are streamed (``stream_request_body``): each
+batch goes to disk in the thread pool before the next is read, so memory
+stays flat and a slow disk slows the client instead of filling the server.
+Reads stream in chunks, each awaited through ``flush()`` (back-pressure).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import urllib.parse
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Callable
+
+import tornado.httputil
+import tornado.iostream
+
+from wsruntime_ext.base import DRAIN_LIMIT, ApiError, ApiHandler, log
+from wsruntime_ext.files.search import SearchQuery
+from wsruntime_ext.files.service import (
+    JSON_WRITE_LIMIT,
+    READ_CHUNK,
+    FileService,
+    OpenedFile,
+    Preconditions,
+    guess_mime,
+    parse_etags,
+)
+from wsruntime_ext.files.upload import MultipartUpload, multipart_boundary
+from wsruntime_ext.paths import AtomicWriter, WorkspacePath
+
+if TYPE_CHECKING:
+    from wsruntime_ext.files.search import SearchService
+
+WRITE_BATCH = 512 << 10  # bytes of body gathered before one write in the thread pool
+MAX_LIST_LIMIT = 10_000_000
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+class BodyPump:
+    """Feeds a streamed request body to a blocking sink in the thread pool, a batch at a time.
+
+    ``feed`` returns only once the batch before has been written, which is
+    what makes Tornado stop reading the socket while the disk catches up.
+    """
+
+    def __init__(self, run_blocking: Callable[..., Awaitable[Any]], sink: Callable[[bytes], None]) -> None:
+        self.run_blocking = run_blocking
+        self.sink = sink
+        self.buffer = bytearray()
+        self.received = 0
+        self.failed = False
+
+    async def feed(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        self.buffer += chunk
+        if len(self.buffer) >= WRITE_BATCH:
+            await self._push()
+
+    async def drain(self) -> None:
+        if self.buffer:
+            await self._push()
+
+    async def _push(self) -> None:
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        try:
+            await self.run_blocking(self.sink, data)
+        except BaseException:
+            self.failed = True
+            raise
+
+
+class FilesHandler(ApiHandler):
+    """What the Files handlers share: the service, preconditions, early refusals, extra error headers."""
+
+    @property
+    def files(self) -> FileService:
+        return self.ctx.files  # type: ignore[no-any-return]
+
+    def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        return self.ctx.run_blocking(fn, *args)
+
+    def preconditions(self) -> Preconditions:
+        return Preconditions(
+            parse_etags(self.request.headers.get("If-Match")), parse_etags(self.request.headers.get("If-None-Match"))
+        )
+
+    def limit_body(self, limit: int) -> None:
+        """Bound this request's body (the server-wide bound only stops what no handler would accept);
+        up to DRAIN_LIMIT more is still read, so an oversized body gets its 413 instead of a reset."""
+        self.max_body_bytes = limit
+        self.request.connection.set_max_body_size(limit + DRAIN_LIMIT)
+
+    def has_body(self) -> bool:
+        headers = self.request.headers
+        return headers.get("Content-Length", "0") != "0" or "chunked" in headers.get("Transfer-Encoding", "").lower()
+
+    def refuse(self, error: ApiError) -> None:
+        """Refuse a request whose body may still be on its way: answer now if the client waits for
+        ``100 Continue`` (or sends nothing), else once the body has been read and thrown away."""
+        expects_continue = self.request.headers.get("Expect", "").lower() == "100-continue"
+        if expects_continue or not self.has_body():
+            raise error
+        self.reject_body(error)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        for name, value in getattr(exc, "headers", {}).items():
+            self.set_header(name, value)
+        super().write_error(status_code, **kwargs)
+
+    def path_arg(self, name: str = "path", default: str = "") -> str:
+        value = self.query(name)
+        return default if value is None else value
+
+    def send_raw_json(self, body: bytes, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(body)
+
+    async def send_listing(self, wp: WorkspacePath) -> None:
+        hidden = self.query_bool("hidden", True)
+        limit = self.query_int("limit", 0, 0, MAX_LIST_LIMIT) or None
+        body = await self.run_blocking(self.files.list_directory, wp, hidden, limit)
+        self.send_raw_json(body)
+
+
+class ListHandler(FilesHandler):
+    """``GET /api/v1/files?path=DIR&hidden=true&limit=N``."""
+
+    async def get(self) -> None:
+        wp = self.files.resolve(self.path_arg())
+        await self.send_listing(wp)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range as (start, end inclusive); None to serve the whole file (absent, invalid or
+    several ranges, which RFC 9110 lets a server ignore); raises 416 when it cannot be satisfied."""
+    if not header:
+        return None
+    match = _RANGE.match(header)
+    if match is None:
+        return None
+    first, last = match.group(1), match.group(2)
+    if first == "" and last == "":
+        return None
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid: ignored
+    if start >= size:
+        raise _unsatisfiable(size)
+    end = int(last) if last else size - 1
+    return start, min(end, size - 1)
+
+
+def _unsatisfiable(size: int) -> ApiError:
+    error = ApiError(416, "range_not_satisfiable", f"The range is outside the file's {size} bytes", size=size)
+    error.headers = {"Content-Range": f"bytes */{size}"}  # type: ignore[attr-defined]
+    return error
+
+
+class FileHandler(FilesHandler):
+    """``GET``/``HEAD``/``PUT``/``DELETE /api/v1/files/{path}``."""
+
+    writer: AtomicWriter | None = None
+    pump: BodyPump | None = None
+    target: WorkspacePath | None = None
+    json_write = False
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def get(self, path: str) -> None:
+        await self._read(path, head=False)
+
+    async def head(self, path: str) -> None:
+        await self._read(path, head=True)
+
+    async def _read(self, path: str, head: bool) -> None:
+        wp = self.files.resolve(path)
+        fmt = self.query("format")
+        if fmt not in (None, "", "raw", "json"):
+            raise ApiError(400, "invalid_parameter", "format must be raw or json", parameter="format")
+        if fmt == "json":
+            body = await self.run_blocking(self.files.read_json, wp)
+            if body is None:
+                await self.send_listing(wp)
+            else:
+                self.set_header("ETag", body["etag"])
+                self.send_json(body)
+            return
+        opened: OpenedFile | None = await self.run_blocking(self.files.open_for_read, wp)
+        if opened is None:
+            await self.send_listing(wp)
+            return
+        try:
+            await self._send_file(wp, opened, head)
+        finally:
+            if opened.fd is not None:
+                self.files.close(opened.fd)
+
+    def _not_modified(self, opened: OpenedFile) -> bool:
+        headers = self.request.headers
+        none_match = parse_etags(headers.get("If-None-Match"))
+        if none_match is not None:
+            etag = opened.etag
+            return "*" in none_match or etag in {t[2:] if t.startswith("W/") else t for t in none_match}
+        since = headers.get("If-Modified-Since")
+        if since:
+            try:
+                parsed = email.utils.parsedate_to_datetime(since)
+            except (TypeError, ValueError, IndexError):
+                return False
+            return int(opened.st.st_mtime) <= int(parsed.timestamp())
+        return False
+
+    def _range_applies(self, opened: OpenedFile) -> bool:
+        if_range: str | None = self.request.headers.get("If-Range")
+        if not if_range:
+            return True
+        if if_range.startswith('"'):
+            return if_range.strip() == opened.etag
+        try:
+            return bool(int(email.utils.parsedate_to_datetime(if_range).timestamp()) == int(opened.st.st_mtime))
+        except (TypeError, ValueError, IndexError):
+            return False
+
+    async def _send_file(self, wp: WorkspacePath, opened: OpenedFile, head: bool) -> None:
+        st = opened.st
+        self.set_header("ETag", opened.etag)
+        self.set_header("Last-Modified", tornado.httputil.format_timestamp(st.st_mtime))
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Cache-Control", "private, no-cache")
+        if self._not_modified(opened):
+            self.set_status(304)
+            self.finish()
+            return
+        size = st.st_size
+        byte_range = parse_range(self.request.headers.get("Range"), size) if self._range_applies(opened) else None
+        start, end = (0, size - 1) if byte_range is None else byte_range
+        length = end - start + 1 if size else 0
+        if byte_range is not None:
+            self.set_status(206)
+            self.set_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.set_header("Content-Type", guess_mime(wp.real.rsplit("/", 1)[-1]) or "application/octet-stream")
+        # Workspace files are not ours: a page among them must not run with this origin's rights.
+        self.set_header("Content-Security-Policy", "sandbox")
+        self.set_header("Content-Length", str(length))
+        if head or length == 0:
+            self.finish()
+            return
+        if opened.data is not None:
+            self.finish(opened.data[start : end + 1] if byte_range is not None else opened.data)
+            return
+        assert opened.fd is not None
+        offset, remaining = start, length
+        while remaining > 0:
+            chunk: bytes = await self.run_blocking(self.files.read_chunk, opened.fd, offset, min(READ_CHUNK, remaining))
+            if not chunk:
+                # The file shrank under us: the promised length cannot be kept; close the connection.
+                log.warning("%s shrank while being sent; closing the connection", wp.rel)
+                self.request.connection.stream.close()
+                return
+            self.write(chunk)
+            try:
+                await self.flush()
+            except tornado.iostream.StreamClosedError:
+                return  # the client went away
+            offset += len(chunk)
+            remaining -= len(chunk)
+        self.finish()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        if self.request.method != "PUT":
+            super().prepare()
+            return
+        self.json_write = self.query("format") == "json"
+        limit = self.ctx.config.max_upload_size
+        self.limit_body(min(limit, JSON_WRITE_LIMIT) if self.json_write else limit)
+        super().prepare()
+        if self._finished or self._rejection is not None or self.json_write:
+            return
+        try:
+            wp = self._write_path(self.path_kwargs["path"])
+            preconditions = self.preconditions()
+            await self.run_blocking(self.files.check_writable, wp, preconditions)
+            self.writer = await self.run_blocking(self.files.begin_write, wp)
+        except ApiError as error:
+            self.refuse(error)
+            return
+        self.target = wp
+        self.pump = BodyPump(self.ctx.run_blocking, self._write_batch)
+
+    def _write_path(self, path: str) -> WorkspacePath:
+        wp = self.files.resolve(path)
+        if path.endswith("/") and not wp.is_root:
+            raise ApiError(400, "invalid_path", "A file path must not end with /", path=path)
+        return wp
+
+    def _write_batch(self, data: bytes) -> None:
+        assert self.writer is not None and self.target is not None
+        self.files.write_chunk(self.writer, data, self.target.rel)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self.pump is None or self._rejection is not None or self._finished:
+            return super().data_received(chunk)
+        if self.pump.received + len(chunk) > self.max_body_bytes:
+            self._discard()
+            self.reject_body(self.body_too_large())
+            return super().data_received(chunk)
+        return self._feed(chunk)
+
+    async def _feed(self, chunk: bytes) -> None:
+        assert self.pump is not None
+        try:
+            await self.pump.feed(chunk)
+        except ApiError as error:
+            self._discard()
+            self.reject_body(error)
+
+    def _discard(self) -> None:
+        """Throw the temporary file away (in the thread pool, after any write still running)."""
+        writer, self.writer = self.writer, None
+        self.pump = None
+        if writer is not None and not writer._done:
+            self.ctx.executor.submit(writer.abort)
+
+    async def put(self, path: str) -> None:
+        preconditions = self.preconditions()
+        if self.json_write:
+            wp = self._write_path(path)
+            data = self.files.decode_json_content(self.json_body())
+            result = await self.run_blocking(self.files.write_bytes, wp, data, preconditions)
+        else:
+            assert self.pump is not None and self.writer is not None and self.target is not None
+            wp = self.target
+            try:
+                await self.pump.drain()
+                result = await self.run_blocking(self.files.commit, self.writer, wp, preconditions)
+            finally:
+                self._discard()
+        created = result.pop("created")
+        self.set_header("ETag", result["etag"])
+        if created:
+            self.set_header("Location", "/api/v1/files/" + urllib.parse.quote(wp.rel))
+        self.send_json(result, 201 if created else 200)
+
+    def on_connection_close(self) -> None:
+        self._discard()  # the client went away mid-body: nothing of it remains
+        super().on_connection_close()
+
+    def on_finish(self) -> None:
+        self._discard()
+
+    # -- deleting -----------------------------------------------------------------------------
+
+    async def delete(self, path: str) -> None:
+        recursive = self.query_bool("recursive", False)
+        wp = self.files.resolve_own(path)
+        preconditions = self.preconditions()
+        await self.run_blocking(self.files.delete, wp, recursive, preconditions)
+        self.set_status(204)
+        self.finish()
+
+
+class UploadHandler(FilesHandler):
+    """``POST /api/v1/files/upload?path=DIR&overwrite=false`` (multipart/form-data)."""
+
+    upload: MultipartUpload | None = None
+    pump: BodyPump | None = None
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        if self.request.method == "POST":
+            self.limit_body(self.ctx.config.max_upload_size)
+        super().prepare()
+        if self._finished or self._rejection is not None or self.request.method != "POST":
+            return
+        try:
+            boundary = multipart_boundary(self.request.headers.get("Content-Type"))
+            overwrite = self.query_bool("overwrite", False)
+            base = self.files.resolve(self.path_arg())
+            await self.run_blocking(self._check_base, base)
+        except ApiError as error:
+            self.refuse(error)
+            return
+        self.upload = MultipartUpload(self.files, base, overwrite, boundary)
+        self.pump = BodyPump(self.ctx.run_blocking, self.upload.feed)
+
+    @staticmethod
+    def _check_base(base: WorkspacePath) -> None:
+        import os
+
+        if os.path.lexists(base.real) and not os.path.isdir(base.real):
+            raise ApiError(400, "not_a_directory", f"{base.rel} is not a directory", path=base.rel)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self.pump is None or self._rejection is not None or self._finished:
+            return super().data_received(chunk)
+        if self.pump.received + len(chunk) > self.max_body_bytes:
+            self._discard()
+            self.reject_body(self.body_too_large())
+            return super().data_received(chunk)
+        return self._feed(chunk)
+
+    async def _feed(self, chunk: bytes) -> None:
+        assert self.pump is not None
+        try:
+            await self.pump.feed(chunk)
+        except ApiError as error:
+            self._discard()
+            self.reject_body(error)
+
+    def _discard(self) -> None:
+        upload, self.upload = self.upload, None
+        self.pump = None
+        if upload is not None:
+            self.ctx.executor.submit(upload.abort)
+
+    async def post(self) -> None:
+        assert self.pump is not None and self.upload is not None
+        upload = self.upload
+        try:
+            await self.pump.drain()
+            uploaded = await self.run_blocking(upload.finish)
+        except BaseException:
+            self._discard()
+            raise
+        self.upload = None
+        self.send_json({"uploaded": uploaded}, 201)
+
+    def on_connection_close(self) -> None:
+        self._discard()
+        super().on_connection_close()
+
+    def on_finish(self) -> None:
+        self._discard()
+
+
+def _string_field(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_body", f'"{name}" must be a string (a workspace-relative path)', field=name)
+    return value
+
+
+def _bool_field(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise ApiError(400, "invalid_body", f'"{name}" must be true or false', field=name)
+    return value
+
+
+class MoveHandler(FilesHandler):
+    """``POST /api/v1/files/move`` ``{"from", "to", "overwrite"}``."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        source_path, target_path = _string_field(body, "from"), _string_field(body, "to")
+        overwrite = _bool_field(body, "overwrite")
+        # Both ends are operated on themselves (a symlink is moved, not its target), but neither
+        # may be a symlink that leads outside: a moved relative link would change what it names.
+        self.files.resolve(source_path)
+        self.files.resolve(target_path)
+        source = self.files.resolve_own(source_path)
+        target = self.files.resolve_own(target_path)
+        preconditions = self.preconditions()
+        rel = await self.run_blocking(self.files.move, source, target, overwrite, preconditions)
+        self.send_json({"path": rel})
+
+
+class MkdirHandler(FilesHandler):
+    """``POST /api/v1/files/mkdir`` ``{"path", "exist_ok"}``."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        wp = self.files.resolve(_string_field(body, "path"))
+        exist_ok = _bool_field(body, "exist_ok")
+        created = await self.run_blocking(self.files.mkdir, wp, exist_ok)
+        self.send_json({"path": wp.rel, "created": created}, 201 if created else 200)
+
+
+class SearchHandler(FilesHandler):
+    """``GET /api/v1/search?q=&glob=&path=&limit=&regex=&ignore_case=``."""
+
+    async def get(self) -> None:
+        text = self.query("q")
+        glob = self.query("glob")
+        text = text if text else None
+        glob = glob if glob else None
+        if text is None and glob is None:
+            raise ApiError(400, "invalid_parameter", "Give q (text to find) or glob (names to find), or both")
+        for name, value in (("q", text), ("glob", glob)):
+            if value is not None and ("\x00" in value or len(value) > 1000):
+                raise ApiError(400, "invalid_parameter", f"{name} is too long or holds a NUL", parameter=name)
+        base = self.files.resolve(self.path_arg())
+        query = SearchQuery(
+            base=base,
+            text=text,
+            glob=glob,
+            regex=self.query_bool("regex", False),
+            ignore_case=self.query_bool("ignore_case", False),
+            limit=self.query_int("limit", 200, 1, 10_000),
+        )
+        await self.run_blocking(_check_exists, base)
+        search: SearchService = self.ctx.search
+        self.send_json(await search.search(query))
+
+
+def _check_exists(wp: WorkspacePath) -> None:
+    import os
+
+    if not os.path.exists(wp.real):
+        raise ApiError(404, "not_found", f"No such file or directory: {wp.rel or '/'}", path=wp.rel)

@@ -1,0 +1,669 @@
+"""FileService: the Files area's logic (API.md "Files"), with no HTTP in it.
+
+Every client path goes through the workspace jail; every blocking step
+(directory walks, opens, reads, writes, renames, deletes) is a plain function
+meant to run in the Context's thread pool. Errors are ApiErrors in API.md's
+shape; operating-system errors are mapped by :func:`os_error`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import errno
+import json
+import mimetypes
+import os
+import re
+import shutil
+import stat
+import time
+from typing import Any
+
+from wsruntime_ext.base import ApiError
+from wsruntime_ext.config import Config
+from wsruntime_ext.paths import (
+    COMMIT_LOCK,
+    AtomicWriter,
+    WorkspacePath,
+    file_etag,
+    fsync_directory,
+    is_within,
+    nearest_existing_directory,
+    rename_noreplace,
+    resolve_in_workspace,
+)
+
+SMALL_FILE = 256 << 10  # read whole in the same thread hop as the open
+READ_CHUNK = 512 << 10  # streamed reads: one chunk in memory per response, awaited before the next
+JSON_READ_LIMIT = 32 << 20  # ?format=json answers hold the file in memory (and base64 grows it by a third)
+JSON_WRITE_LIMIT = 48 << 20  # ?format=json bodies are parsed in memory; raw bodies stream and take --max-upload-size
+
+# Names Python's built-in table misses or gets wrong for a code workspace (.ts is not an MPEG stream here).
+_MIME_OVERRIDES = {
+    ".ts": "text/x-typescript",
+    ".tsx": "text/x-typescript",
+    ".mts": "text/x-typescript",
+    ".cts": "text/x-typescript",
+    ".jsx": "text/javascript",
+    ".mjs": "text/javascript",
+    ".cjs": "text/javascript",
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".toml": "application/toml",
+    ".rs": "text/x-rust",
+    ".go": "text/x-go",
+    ".java": "text/x-java",
+    ".kt": "text/x-kotlin",
+    ".rb": "text/x-ruby",
+    ".php": "text/x-php",
+    ".sh": "text/x-shellscript",
+    ".bash": "text/x-shellscript",
+    ".zsh": "text/x-shellscript",
+    ".vue": "text/x-vue",
+    ".svelte": "text/x-svelte",
+    ".scss": "text/x-scss",
+    ".sql": "application/sql",
+    ".ipynb": "application/x-ipynb+json",
+    ".lock": "text/plain",
+    ".log": "text/plain",
+    ".ini": "text/plain",
+    ".cfg": "text/plain",
+    ".env": "text/plain",
+    ".wasm": "application/wasm",
+    ".webp": "image/webp",
+}
+# Python's built-in table only: the answer must not depend on the machine's /etc/mime.types.
+_MIME_TABLE = mimetypes.MimeTypes(filenames=())
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not hang us
+_PROC_FD = "/proc/self/fd"
+_HAS_PROC_FD = os.path.isdir(_PROC_FD)
+
+
+def guess_mime(name: str) -> str | None:
+    """The media type for a file name, None when unknown."""
+    dot = name.rfind(".")
+    if dot > 0:
+        override = _MIME_OVERRIDES.get(name[dot:].lower())
+        if override is not None:
+            return override
+    return _MIME_TABLE.guess_type(name, strict=False)[0]
+
+
+def iso_time(seconds: float) -> str:
+    """API.md's timestamp: ISO 8601 UTC with milliseconds."""
+    whole = int(seconds // 1)
+    millis = int((seconds - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def os_error(exc: OSError, rel: str, writing: bool = False) -> ApiError:
+    """An operating-system error as the API's answer; anything unexpected is re-raised (a 500, logged)."""
+    code = exc.errno
+    if code == errno.ENOENT or (code == errno.ENOTDIR and not writing):
+        return ApiError(404, "not_found", f"No such file or directory: {rel or '/'}", path=rel)
+    if code == errno.ENOTDIR:
+        return ApiError(409, "not_a_directory", "A parent of this path is a file, not a directory", path=rel)
+    if code == errno.EISDIR:
+        return ApiError(409, "is_a_directory", f"{rel or '/'} is a directory", path=rel)
+    if code == errno.EEXIST:
+        return ApiError(409, "already_exists", f"{rel} already exists", path=rel)
+    if code == errno.ENOTEMPTY:
+        return ApiError(409, "directory_not_empty", f"{rel} is a directory that is not empty", path=rel)
+    if code in (errno.EACCES, errno.EPERM):
+        return ApiError(403, "permission_denied", f"Permission denied: {rel or '/'}", path=rel)
+    if code == errno.EROFS:
+        return ApiError(403, "read_only_file_system", "The file system is read-only", path=rel)
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ApiError(507, "insufficient_storage", "Not enough space left on the device", path=rel)
+    if code == errno.ENAMETOOLONG:
+        return ApiError(400, "name_too_long", "A name in the path is too long", path=rel)
+    if code == errno.ELOOP:
+        return ApiError(400, "symlink_loop", "Too many levels of symbolic links", path=rel)
+    if code == errno.EBUSY:
+        return ApiError(409, "busy", f"{rel or '/'} is in use (a mount point?)", path=rel)
+    if code == errno.EINVAL:
+        return ApiError(400, "invalid_operation", str(exc.strerror or exc), path=rel)
+    raise exc
+
+
+def _fd_inside(fd: int, root: str) -> bool:
+    """Whether an open descriptor really lies in the workspace (closes the race where a directory
+    on the path is swapped for a symlink between the check and the open)."""
+    if not _HAS_PROC_FD:
+        return True
+    try:
+        where = os.readlink(f"{_PROC_FD}/{fd}")
+    except OSError:
+        return True
+    return is_within(root, where)
+
+
+def _outside(rel: str) -> ApiError:
+    return ApiError(403, "path_outside_workspace", "Path resolves outside the workspace", path=rel)
+
+
+_ETAG_TOKEN = re.compile(r'\s*(\*|(?:W/)?"[^"]*")\s*(?:,|$)')
+
+
+def parse_etags(header: str | None) -> list[str] | None:
+    """``If-Match`` / ``If-None-Match`` as a list of entity tags (``["*"]`` for a star); None when absent."""
+    if header is None:
+        return None
+    tags = [m.group(1) for m in _ETAG_TOKEN.finditer(header)]
+    if not tags:
+        raise ApiError(400, "invalid_header", "Conditional header is not a list of entity tags", header=header)
+    return tags
+
+
+def _weak(tag: str) -> str:
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+@dataclasses.dataclass(frozen=True)
+class Preconditions:
+    """``If-Match`` and ``If-None-Match`` of a request that changes a file (412 when they fail)."""
+
+    if_match: list[str] | None = None
+    if_none_match: list[str] | None = None
+
+    @property
+    def create_only(self) -> bool:
+        return self.if_none_match == ["*"]
+
+    def __bool__(self) -> bool:
+        return self.if_match is not None or self.if_none_match is not None
+
+    def check(self, st: os.stat_result | None, rel: str) -> None:
+        """Raise 412 ``precondition_failed`` unless the current version (``st``, None: absent) passes."""
+        current = file_etag(st) if st is not None and not stat.S_ISDIR(st.st_mode) else None
+        if self.if_match is not None:
+            # Strong comparison (RFC 9110 13.1.1): weak tags never match.
+            ok = st is not None and ("*" in self.if_match or (current is not None and current in self.if_match))
+            if not ok:
+                raise ApiError(
+                    412,
+                    "precondition_failed",
+                    "If-Match failed: the file changed (or is gone) since you read it",
+                    path=rel,
+                    current_etag=current,
+                )
+        if self.if_none_match is not None and st is not None:
+            if "*" in self.if_none_match:
+                raise ApiError(412, "precondition_failed", "If-None-Match: * failed: it exists", path=rel)
+            if current is not None and _weak(current) in {_weak(t) for t in self.if_none_match}:
+                raise ApiError(
+                    412,
+                    "precondition_failed",
+                    "If-None-Match failed: it is that version",
+                    path=rel,
+                    current_etag=current,
+                )
+
+
+@dataclasses.dataclass
+class OpenedFile:
+    """A regular file opened for reading: its descriptor (None once read whole), its stat, maybe its bytes."""
+
+    fd: int | None
+    st: os.stat_result
+    data: bytes | None = None
+
+    @property
+    def etag(self) -> str:
+        return file_etag(self.st)
+
+
+class FileService:
+    """Files in the workspace: list, read, write, delete, move, mkdir — blocking methods for the thread pool."""
+
+    def __init__(self, config: Config) -> None:
+        self.root = config.workspace
+        self.state_dir = os.path.realpath(config.state_dir)
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def resolve(self, client_path: str, follow_final: bool = True) -> WorkspacePath:
+        """The jail: 403 outside the workspace, 400 for control characters."""
+        return resolve_in_workspace(self.root, client_path, follow_final)
+
+    def resolve_own(self, client_path: str) -> WorkspacePath:
+        """A path whose last component is operated on itself (delete, move): its parents are jailed,
+        and a final symlink may not lead outside unless the operation is a delete (see handlers)."""
+        return resolve_in_workspace(self.root, client_path, follow_final=False)
+
+    def protects(self, wp: WorkspacePath) -> bool:
+        """Whether removing or moving ``wp`` would take the runtime's state directory with it."""
+        return is_within(wp.path, self.state_dir)
+
+    # -- listing ----------------------------------------------------------------------------
+
+    def list_directory(self, wp: WorkspacePath, hidden: bool = True, limit: int | None = None) -> bytes:
+        """The listing as JSON bytes: directories first, then by name; ``limit`` cuts it (``truncated``).
+
+        One entry that cannot be read (vanished, unreadable, a broken link,
+        a name that is not UTF-8) never fails the whole listing.
+        """
+        try:
+            st = os.stat(wp.real)
+        except OSError as exc:
+            raise os_error(exc, wp.rel) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise ApiError(400, "not_a_directory", f"{wp.rel} is not a directory", path=wp.rel)
+        names: list[tuple[bool, str, str]] = []
+        try:
+            fd = os.open(wp.real, _DIR_FLAGS)
+        except OSError as exc:
+            raise os_error(exc, wp.rel) from None
+        try:
+            if not _fd_inside(fd, self.root):
+                raise _outside(wp.rel)
+            with os.scandir(wp.real) as it:
+                for entry in it:
+                    name = entry.name
+                    if not hidden and name.startswith("."):
+                        continue
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        is_dir = False
+                    names.append((not is_dir, name, name))
+        except OSError as exc:
+            raise os_error(exc, wp.rel) from None
+        finally:
+            os.close(fd)
+        names.sort()
+        total = len(names)
+        truncated = limit is not None and total > limit
+        if truncated:
+            names = names[:limit]
+        prefix = f"{wp.rel}/" if wp.rel else ""
+        entries = [self._entry(wp.real, prefix, name) for _, name, _ in names]
+        body = {"path": wp.rel, "entries": entries, "total": total, "truncated": truncated}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def _entry(self, directory: str, prefix: str, name: str) -> dict[str, Any]:
+        full = os.path.join(directory, name)
+        shown = name
+        bad_name = False
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8: shown, but cannot be named in a request
+            shown = os.fsencode(name).decode("utf-8", "replace")
+            bad_name = True
+        entry: dict[str, Any] = {"name": shown, "path": prefix + shown}
+        try:
+            st = os.lstat(full)
+        except OSError:
+            entry.update(type="other", size=0, modified=None)
+            return entry
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            entry.update(type="directory", size=0, modified=iso_time(st.st_mtime))
+        elif stat.S_ISREG(mode):
+            entry.update(type="file", size=st.st_size, modified=iso_time(st.st_mtime), mime=guess_mime(name))
+        elif stat.S_ISLNK(mode):
+            entry.update(type="symlink", size=st.st_size, modified=iso_time(st.st_mtime))
+            try:
+                target = os.readlink(full)
+                entry["target"] = os.fsencode(target).decode("utf-8", "replace")
+            except OSError:
+                entry["target"] = None
+            entry["target_type"] = self._target_type(full)
+        else:
+            entry.update(type="other", size=st.st_size, modified=iso_time(st.st_mtime))
+        if bad_name:
+            entry["invalid_name"] = True
+        return entry
+
+    def _target_type(self, link: str) -> str | None:
+        """What a symlink leads to — only when that is inside the workspace (None: broken or outside)."""
+        real = os.path.realpath(link)
+        if not is_within(self.root, real):
+            return None
+        try:
+            mode = os.stat(real).st_mode
+        except OSError:
+            return None
+        return "directory" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def open_for_read(self, wp: WorkspacePath) -> OpenedFile | None:
+        """Open a regular file (and read it whole when small); None for a directory."""
+        try:
+            fd = os.open(wp.real, _READ_FLAGS)
+        except OSError as exc:
+            if exc.errno == errno.EISDIR:
+                return None
+            raise os_error(exc, wp.rel) from None
+        try:
+            if not _fd_inside(fd, self.root):
+                raise _outside(wp.rel)
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                os.close(fd)
+                return None
+            if not stat.S_ISREG(st.st_mode):
+                raise ApiError(400, "not_a_file", f"{wp.rel} is not a regular file", path=wp.rel)
+            if st.st_size <= SMALL_FILE:
+                data = self._read_all(fd, st.st_size)
+                os.close(fd)
+                return OpenedFile(None, st, data)
+            return OpenedFile(fd, st)
+        except BaseException:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            raise
+
+    @staticmethod
+    def _read_all(fd: int, size: int) -> bytes:
+        chunks = []
+        remaining = size
+        offset = 0
+        while remaining > 0:
+            chunk = os.pread(fd, remaining, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+            remaining -= len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    @staticmethod
+    def read_chunk(fd: int, offset: int, size: int) -> bytes:
+        return os.pread(fd, size, offset)
+
+    @staticmethod
+    def close(fd: int | None) -> None:
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def read_json(self, wp: WorkspacePath) -> dict[str, Any] | None:
+        """``?format=json``: the content as UTF-8 text or base64; None for a directory."""
+        opened = self.open_for_read(wp)
+        if opened is None:
+            return None
+        st = opened.st
+        try:
+            if st.st_size > JSON_READ_LIMIT:
+                raise ApiError(
+                    422,
+                    "file_too_large",
+                    f"{wp.rel} is {st.st_size} bytes; ?format=json answers up to {JSON_READ_LIMIT} bytes "
+                    "(read the raw bytes instead, with Range for parts)",
+                    path=wp.rel,
+                    size=st.st_size,
+                    limit=JSON_READ_LIMIT,
+                )
+            data = opened.data if opened.data is not None else self._read_all(opened.fd, st.st_size)  # type: ignore[arg-type]
+        finally:
+            self.close(opened.fd)
+        try:
+            content, encoding = data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            content, encoding = base64.b64encode(data).decode("ascii"), "base64"
+        return {
+            "path": wp.rel,
+            "content": content,
+            "encoding": encoding,
+            "size": len(data),
+            "modified": iso_time(st.st_mtime),
+            "etag": file_etag(st),
+            "mime": guess_mime(os.path.basename(wp.path)),
+        }
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write_target(self, wp: WorkspacePath) -> str:
+        """The file a write lands on: the target of a symlink inside the workspace, else the path."""
+        if wp.is_root:
+            raise ApiError(409, "is_a_directory", "The workspace root is a directory", path="")
+        return wp.real
+
+    def stat_target(self, target: str, rel: str) -> os.stat_result | None:
+        try:
+            return os.stat(target)
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            raise ApiError(
+                409, "not_a_directory", "A parent of this path is a file, not a directory", path=rel
+            ) from None
+        except OSError as exc:
+            raise os_error(exc, rel, writing=True) from None
+
+    def check_writable(self, wp: WorkspacePath, preconditions: Preconditions) -> os.stat_result | None:
+        """Before a body arrives: refuse what would fail anyway (directory, precondition, a file as parent)."""
+        target = self.write_target(wp)
+        st = self.stat_target(target, wp.rel)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise ApiError(409, "is_a_directory", f"{wp.rel} is a directory", path=wp.rel)
+        preconditions.check(st, wp.rel)
+        if st is None:
+            ancestor = nearest_existing_directory(os.path.dirname(target))
+            parent = os.path.dirname(target)
+            if ancestor != parent and os.path.lexists(self._first_missing(parent, ancestor)):
+                raise ApiError(409, "not_a_directory", "A parent of this path is a file, not a directory", path=wp.rel)
+        return st
+
+    @staticmethod
+    def _first_missing(parent: str, ancestor: str) -> str:
+        rest = os.path.relpath(parent, ancestor).split(os.sep)[0]
+        return os.path.join(ancestor, rest)
+
+    def begin_write(self, wp: WorkspacePath) -> AtomicWriter:
+        """A temporary file next to the target (or in its nearest existing ancestor), checked to be inside."""
+        target = self.write_target(wp)
+        temp_dir = nearest_existing_directory(os.path.dirname(target))
+        if not is_within(self.root, os.path.realpath(temp_dir)):
+            raise _outside(wp.rel)
+        try:
+            writer = AtomicWriter(target, temp_dir=temp_dir)
+        except OSError as exc:
+            raise os_error(exc, wp.rel, writing=True) from None
+        if not _fd_inside(writer.file.fileno(), self.root):
+            writer.abort()
+            raise _outside(wp.rel)
+        return writer
+
+    def write_chunk(self, writer: AtomicWriter, data: bytes, rel: str) -> None:
+        try:
+            writer.write(data)
+        except OSError as exc:
+            writer.abort()
+            raise os_error(exc, rel, writing=True) from None
+        except ValueError:  # closed under us: the request was abandoned meanwhile
+            raise ApiError(400, "aborted", "The write was abandoned", path=rel) from None
+
+    def commit(self, writer: AtomicWriter, wp: WorkspacePath, preconditions: Preconditions) -> dict[str, Any]:
+        """Land a streamed write atomically; rechecks the preconditions in the commit section."""
+        try:
+            st = writer.commit(
+                replace=not preconditions.create_only,
+                check=(lambda old: preconditions.check(old, wp.rel)) if preconditions else None,
+            )
+        except FileExistsError:
+            raise ApiError(412, "precondition_failed", "If-None-Match: * failed: it exists", path=wp.rel) from None
+        except OSError as exc:
+            raise os_error(exc, wp.rel, writing=True) from None
+        return {**self.describe(wp.rel, st), "created": writer.created}
+
+    def write_bytes(self, wp: WorkspacePath, data: bytes, preconditions: Preconditions) -> dict[str, Any]:
+        self.check_writable(wp, preconditions)
+        writer = self.begin_write(wp)
+        try:
+            self.write_chunk(writer, data, wp.rel)
+        except BaseException:
+            writer.abort()
+            raise
+        return self.commit(writer, wp, preconditions)
+
+    @staticmethod
+    def describe(rel: str, st: os.stat_result) -> dict[str, Any]:
+        return {"path": rel, "size": st.st_size, "modified": iso_time(st.st_mtime), "etag": file_etag(st)}
+
+    @staticmethod
+    def decode_json_content(body: dict[str, Any]) -> bytes:
+        """The ``{"content", "encoding"}`` body of a ``?format=json`` write, as bytes."""
+        content = body.get("content")
+        encoding = body.get("encoding", "utf-8")
+        if not isinstance(content, str):
+            raise ApiError(400, "invalid_body", '"content" must be a string')
+        if not isinstance(encoding, str) or encoding.lower() not in ("utf-8", "utf8", "base64"):
+            raise ApiError(400, "invalid_body", '"encoding" must be "utf-8" or "base64"')
+        if encoding.lower() == "base64":
+            try:
+                return base64.b64decode(content.encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeEncodeError, ValueError):
+                raise ApiError(400, "invalid_body", '"content" is not valid base64') from None
+        try:
+            return content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "invalid_body", '"content" is not valid Unicode (a lone surrogate)') from None
+
+    # -- delete, move, mkdir ------------------------------------------------------------------
+
+    def delete(self, wp: WorkspacePath, recursive: bool, preconditions: Preconditions) -> None:
+        """Delete a file, a symlink (the link, never its target) or a directory (``recursive`` when not empty)."""
+        if wp.is_root:
+            raise ApiError(403, "cannot_delete_root", "The workspace root cannot be deleted", path="")
+        if self.protects(wp):
+            raise ApiError(403, "protected_path", "This holds the runtime's state directory", path=wp.rel)
+        try:
+            st = os.lstat(wp.path)
+        except OSError as exc:
+            raise os_error(exc, wp.rel) from None
+        preconditions.check(st, wp.rel)
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    os.rmdir(wp.path)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                    if not recursive:
+                        raise ApiError(
+                            409,
+                            "directory_not_empty",
+                            f"{wp.rel} is not empty; pass ?recursive=true to delete it with its content",
+                            path=wp.rel,
+                        ) from None
+                    shutil.rmtree(wp.path)  # never follows symlinks (fd-based on Linux)
+            else:
+                os.unlink(wp.path)
+        except OSError as exc:
+            raise os_error(exc, wp.rel, writing=True) from None
+        fsync_directory(os.path.dirname(wp.path))
+
+    def move(self, source: WorkspacePath, target: WorkspacePath, overwrite: bool, preconditions: Preconditions) -> str:
+        """Rename ``source`` (a symlink itself, not its target) to ``target``; parents of the target are created."""
+        if source.is_root:
+            raise ApiError(403, "cannot_move_root", "The workspace root cannot be moved", path="")
+        if target.is_root:
+            raise ApiError(409, "already_exists", "The target is the workspace root", path="")
+        if self.protects(source):
+            raise ApiError(403, "protected_path", "This holds the runtime's state directory", path=source.rel)
+        try:
+            st = os.lstat(source.path)
+        except OSError as exc:
+            raise os_error(exc, source.rel) from None
+        if source.path == target.path:
+            preconditions.check(st, source.rel)
+            return target.rel
+        if stat.S_ISDIR(st.st_mode) and is_within(source.path, target.path):
+            raise ApiError(400, "invalid_move", "A directory cannot be moved into itself", path=target.rel)
+        parent = os.path.dirname(target.path)
+        created: list[str] = []
+        try:
+            with COMMIT_LOCK:
+                try:
+                    st = os.lstat(source.path)
+                except OSError as exc:
+                    raise os_error(exc, source.rel) from None
+                preconditions.check(st, source.rel)
+                exists = os.path.lexists(target.path)
+                if exists and (preconditions.create_only or not overwrite):
+                    if preconditions.create_only:
+                        raise ApiError(412, "precondition_failed", "If-None-Match: * failed: the target exists")
+                    raise ApiError(
+                        409,
+                        "already_exists",
+                        f"{target.rel} exists; pass overwrite=true to replace it",
+                        path=target.rel,
+                    )
+                created = self._make_dirs(parent, target.rel)
+                if exists:
+                    target_st = os.lstat(target.path)
+                    if stat.S_ISDIR(target_st.st_mode) and not stat.S_ISDIR(st.st_mode):
+                        raise ApiError(409, "is_a_directory", f"{target.rel} is a directory", path=target.rel)
+                    if not stat.S_ISDIR(target_st.st_mode) and stat.S_ISDIR(st.st_mode):
+                        raise ApiError(409, "not_a_directory", f"{target.rel} is a file", path=target.rel)
+                    os.rename(source.path, target.path)
+                else:
+                    rename_noreplace(source.path, target.path)
+        except ApiError:
+            self._remove_dirs(created)
+            raise
+        except OSError as exc:
+            self._remove_dirs(created)
+            if exc.errno == errno.EXDEV:
+                raise ApiError(
+                    409, "cross_device", "The target is on another file system; copy and delete instead"
+                ) from None
+            raise os_error(exc, target.rel, writing=True) from None
+        fsync_directory(parent)
+        fsync_directory(os.path.dirname(source.path))
+        return target.rel
+
+    def _make_dirs(self, directory: str, rel: str) -> list[str]:
+        """``mkdir -p`` inside the workspace; returns what it created (outermost first)."""
+        missing = []
+        current = directory
+        while not os.path.isdir(current):
+            if os.path.lexists(current):
+                raise ApiError(409, "not_a_directory", "A parent of this path is a file, not a directory", path=rel)
+            missing.append(current)
+            current = os.path.dirname(current)
+        created = []
+        try:
+            for path in reversed(missing):
+                os.mkdir(path)
+                created.append(path)
+        except OSError:
+            self._remove_dirs(created)
+            raise
+        return created
+
+    @staticmethod
+    def _remove_dirs(created: list[str]) -> None:
+        for path in reversed(created):
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
+
+    def mkdir(self, wp: WorkspacePath, exist_ok: bool = False) -> bool:
+        """Create a directory and its parents; True when created, False when it existed (``exist_ok``)."""
+        if os.path.isdir(wp.real):
+            if exist_ok:
+                return False
+            raise ApiError(409, "already_exists", f"{wp.rel or '/'} already exists", path=wp.rel, type="directory")
+        if os.path.lexists(wp.path):
+            raise ApiError(409, "already_exists", f"{wp.rel} already exists and is not a directory", path=wp.rel)
+        try:
+            created = self._make_dirs(wp.real, wp.rel)
+        except OSError as exc:
+            raise os_error(exc, wp.rel, writing=True) from None
+        if created:
+            fsync_directory(os.path.dirname(created[0]))
+        return True
