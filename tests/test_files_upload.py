@@ -1,0 +1,281 @@
+"""Multipart uploads: several files, sub-folders, all-or-nothing, streamed, bounded (API.md "Files", Upload)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import urllib.parse
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from tests.conftest import Response, ServerPool, ServerThread
+from tests.test_files import leftovers
+from wsruntime_ext.config import Config
+from wsruntime_ext.files.service import FileService
+from wsruntime_ext.files.upload import MultipartUpload, parse_header_params
+
+BOUNDARY = "----wsruntimeTestBoundary7MA4YWxk"
+
+
+def multipart(
+    files: list[tuple[str, bytes]],
+    fields: Sequence[tuple[str, str]] = (),
+    boundary: str = BOUNDARY,
+) -> bytes:
+    """A multipart/form-data body: each file a part with ``filename`` (given raw, so tests can send anything)."""
+    out = b""
+    for name, value in fields:
+        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+    for i, (filename, data) in enumerate(files):
+        out += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file{i}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    return out + f"--{boundary}--\r\n".encode()
+
+
+async def upload(server: ServerThread, body: bytes, query: dict[str, Any] | None = None, **kw: Any) -> Response:
+    path = "/api/v1/files/upload"
+    if query:
+        path += "?" + urllib.parse.urlencode(query)
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", **kw.pop("headers", {})}
+    return await server.request("POST", path, raw=body, headers=headers, **kw)
+
+
+@pytest.fixture
+def d(server: ServerThread) -> str:
+    rel = "u-" + uuid.uuid4().hex[:10]
+    os.mkdir(os.path.join(server.workspace, rel))
+    return rel
+
+
+def read(server: ServerThread, rel: str) -> bytes:
+    with open(os.path.join(server.workspace, rel), "rb") as f:
+        return f.read()
+
+
+async def test_upload_several_files_with_sub_folders(server: ServerThread, d: str) -> None:
+    body = multipart([("a.txt", b"alpha"), ("sub/dir/b.bin", bytes(range(256))), ("c d é.txt", b"spaces")])
+    r = await upload(server, body, {"path": d})
+    assert r.status == 201
+    uploaded = r.body["uploaded"]
+    assert [u["path"] for u in uploaded] == [f"{d}/a.txt", f"{d}/sub/dir/b.bin", f"{d}/c d é.txt"]
+    assert [u["size"] for u in uploaded] == [5, 256, 6]
+    assert all(u["etag"].startswith('"') and u["modified"].endswith("Z") for u in uploaded)
+    assert read(server, f"{d}/a.txt") == b"alpha"
+    assert read(server, f"{d}/sub/dir/b.bin") == bytes(range(256))
+    assert read(server, f"{d}/c d é.txt") == b"spaces"
+    # The ETag of the upload is the one a read answers.
+    got = await server.request("GET", "/api/v1/files/" + urllib.parse.quote(f"{d}/a.txt"))
+    assert got.headers["ETag"] == uploaded[0]["etag"]
+
+
+async def test_upload_to_a_new_directory_and_to_the_root(server: ServerThread, d: str) -> None:
+    r = await upload(server, multipart([("x.txt", b"x")]), {"path": f"{d}/new/dir"})
+    assert r.status == 201 and r.body["uploaded"][0]["path"] == f"{d}/new/dir/x.txt"
+    r = await upload(server, multipart([(f"{d}/at-root.txt", b"r")]))
+    assert r.status == 201 and read(server, f"{d}/at-root.txt") == b"r"
+
+
+async def test_existing_file_without_overwrite_is_409_and_nothing_is_kept(server: ServerThread, d: str) -> None:
+    await upload(server, multipart([("exists.txt", b"old")]), {"path": d})
+    body = multipart([("first-new.txt", b"1"), ("exists.txt", b"new"), ("last-new.txt", b"3")])
+    r = await upload(server, body, {"path": d})
+    assert r.status == 409 and r.error_code == "already_exists"
+    assert read(server, f"{d}/exists.txt") == b"old"
+    assert sorted(os.listdir(os.path.join(server.workspace, d))) == ["exists.txt"]
+    assert leftovers(os.path.join(server.workspace, d)) == []
+    r = await upload(server, body, {"path": d, "overwrite": "false"})
+    assert r.status == 409
+
+
+async def test_overwrite_replaces(server: ServerThread, d: str) -> None:
+    await upload(server, multipart([("f.txt", b"old")]), {"path": d})
+    os.chmod(os.path.join(server.workspace, d, "f.txt"), 0o640)
+    r = await upload(server, multipart([("f.txt", b"new"), ("g.txt", b"g")]), {"path": d, "overwrite": "true"})
+    assert r.status == 201
+    assert read(server, f"{d}/f.txt") == b"new" and read(server, f"{d}/g.txt") == b"g"
+    assert os.stat(os.path.join(server.workspace, d, "f.txt")).st_mode & 0o777 == 0o640
+    assert leftovers(os.path.join(server.workspace, d)) == []
+
+
+async def test_fields_and_empty_file_inputs_are_ignored(server: ServerThread, d: str) -> None:
+    body = multipart([("", b""), ("kept.txt", b"k")], fields=[("comment", "hello"), ("path", "../../elsewhere")])
+    r = await upload(server, body, {"path": d})
+    assert r.status == 201 and [u["path"] for u in r.body["uploaded"]] == [f"{d}/kept.txt"]
+
+
+async def test_no_file_part_is_400(server: ServerThread, d: str) -> None:
+    r = await upload(server, multipart([], fields=[("a", "b")]), {"path": d})
+    assert r.status == 400 and r.error_code == "no_files"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        (None, 415),
+        ("application/json", 415),
+        ("text/plain", 415),
+        ("multipart/form-data", 400),
+        ("multipart/form-data; boundary=", 400),
+        ("multipart/form-data; boundary=" + "x" * 300, 400),
+    ],
+)
+async def test_bad_content_type(server: ServerThread, d: str, content_type: str | None, status: int) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    r = await server.request("POST", f"/api/v1/files/upload?path={d}", raw=multipart([("a", b"a")]), headers=headers)
+    assert r.status == status
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"--" + BOUNDARY.encode() + b'\r\nContent-Disposition: form-data; name="f"; filename="t.txt"\r\n\r\nhalf',
+        b"garbage without any boundary",
+        b"--" + BOUNDARY.encode() + b"\r\nNo-Colon-Header\r\n\r\nx\r\n--" + BOUNDARY.encode() + b"--\r\n",
+        b"--" + BOUNDARY.encode() + b"\r\nContent-Type: text/plain\r\n\r\nx\r\n--" + BOUNDARY.encode() + b"--\r\n",
+    ],
+)
+async def test_malformed_or_truncated_body_is_400_and_nothing_is_kept(
+    server: ServerThread, d: str, body: bytes
+) -> None:
+    r = await upload(server, body, {"path": d})
+    assert r.status == 400
+    assert r.error_code in ("invalid_multipart", "no_files")
+    assert os.listdir(os.path.join(server.workspace, d)) == []
+
+
+async def test_bad_names(server: ServerThread, d: str) -> None:
+    for name, status in [
+        ("/etc/passwd", 403),
+        ("/abs.txt", 403),
+        ("../../outside.txt", 403),
+        ("dir/", 400),
+        ("..", 400),
+        ("a\x01b", 400),
+    ]:
+        body = multipart([("good.txt", b"g"), (name, b"bad")])
+        r = await upload(server, body, {"path": d})
+        assert r.status == status, name
+        assert os.listdir(os.path.join(server.workspace, d)) == [], name
+
+
+async def test_duplicate_names_and_directories(server: ServerThread, d: str) -> None:
+    r = await upload(server, multipart([("same.txt", b"1"), ("same.txt", b"2")]), {"path": d})
+    assert r.status == 400 and r.error_code == "duplicate_file"
+    os.mkdir(os.path.join(server.workspace, d, "adir"))
+    r = await upload(server, multipart([("adir", b"1")]), {"path": d, "overwrite": "true"})
+    assert r.status == 409 and r.error_code == "is_a_directory"
+    with open(os.path.join(server.workspace, d, "afile"), "wb"):
+        pass
+    r = await upload(server, multipart([("x.txt", b"1")]), {"path": f"{d}/afile"})
+    assert r.status == 400 and r.error_code == "not_a_directory"
+    r = await upload(server, multipart([("afile/x.txt", b"1")]), {"path": d})
+    assert r.status == 409 and r.error_code == "not_a_directory"
+    assert sorted(os.listdir(os.path.join(server.workspace, d))) == ["adir", "afile"]
+
+
+async def test_filename_quoting(server: ServerThread, d: str) -> None:
+    body = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="f"; filename="q\\"uote.txt"\r\n\r\nq\r\n'
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; filename="semi;colon.txt"; name="g"\r\n\r\ns\r\n'
+        f"--{BOUNDARY}--\r\n"
+    ).encode()
+    r = await upload(server, body, {"path": d})
+    assert r.status == 201
+    assert sorted(os.listdir(os.path.join(server.workspace, d))) == ['q"uote.txt', "semi;colon.txt"]
+
+
+def test_parse_header_params() -> None:
+    assert parse_header_params('form-data; name="a"; filename="x y.txt"') == (
+        "form-data",
+        {"name": "a", "filename": "x y.txt"},
+    )
+    assert parse_header_params("form-data; filename*=UTF-8''evil; filename=plain")[1] == {"filename": "plain"}
+    assert parse_header_params('Form-Data; NAME=a; filename="a\\\\b"') == (
+        "form-data",
+        {"name": "a", "filename": "a\\b"},
+    )
+
+
+async def test_large_upload_streams(server: ServerThread, d: str) -> None:
+    data = os.urandom(24 << 20)
+    r = await upload(server, multipart([("big.bin", data), ("small.txt", b"s")]), {"path": d}, timeout=120)
+    assert r.status == 201
+    assert read(server, f"{d}/big.bin") == data
+
+
+@pytest.fixture(scope="module")
+def small(servers: ServerPool) -> ServerThread:
+    return servers.get("--max-upload-size", "1M")
+
+
+async def test_upload_over_max_upload_size_is_413_and_nothing_is_kept(small: ServerThread) -> None:
+    os.makedirs(os.path.join(small.workspace, "up"), exist_ok=True)
+    body = multipart([("a.txt", b"a"), ("big.bin", b"x" * (2 << 20))])
+    r = await upload(small, body, {"path": "up"})
+    assert r.status == 413 and r.error_code == "body_too_large"
+    await asyncio.sleep(0.2)
+    assert os.listdir(os.path.join(small.workspace, "up")) == []
+
+
+async def test_client_gone_mid_upload_leaves_nothing(server: ServerThread, d: str) -> None:
+    body = multipart([("a.txt", b"a"), ("b.bin", b"b" * (4 << 20))])
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(
+        (
+            f"POST /api/v1/files/upload?path={d} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+    )
+    sock.sendall(body[: 2 << 20])
+    await asyncio.sleep(0.3)
+    sock.close()
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if not os.listdir(os.path.join(server.workspace, d)):
+            break
+    assert os.listdir(os.path.join(server.workspace, d)) == []
+
+
+def _config(root: str) -> Config:
+    from tests.conftest import make_config
+
+    return make_config(root)
+
+
+def test_a_failure_while_landing_takes_back_what_landed(
+    tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third of three files fails to land: the first two are restored (replaced) or removed (created)."""
+    root = os.path.realpath(os.fspath(tmp_path))
+    with open(os.path.join(root, "one.txt"), "wb") as f:
+        f.write(b"old one")
+    service = FileService(_config(root))
+    job = MultipartUpload(service, service.resolve(""), True, BOUNDARY.encode())
+    job.feed(multipart([("one.txt", b"new one"), ("two/new.txt", b"two"), ("three.txt", b"three")]))
+    real_commit = type(job.staged[0].writer).commit
+    calls = []
+
+    def flaky_commit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(self.target)
+        if self.target.endswith("three.txt"):
+            raise OSError(28, "No space left on device")
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(job.staged[0].writer), "commit", flaky_commit)
+    with pytest.raises(Exception) as info:
+        job.finish()
+    assert getattr(info.value, "status_code", None) == 507
+    assert len(calls) == 3
+    assert open(os.path.join(root, "one.txt"), "rb").read() == b"old one"
+    assert not os.path.exists(os.path.join(root, "two"))
+    assert sorted(os.listdir(root)) == [".wsruntime", "one.txt"] or sorted(os.listdir(root)) == ["one.txt"]
