@@ -8,6 +8,7 @@ Reads stream in chunks, each awaited through ``flush()`` (back-pressure).
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import re
 import urllib.parse
@@ -97,6 +98,22 @@ class FilesHandler(ApiHandler):
     def has_body(self) -> bool:
         headers = self.request.headers
         return headers.get("Content-Length", "0") != "0" or "chunked" in headers.get("Transfer-Encoding", "").lower()
+
+    _cleanup: asyncio.Future[Any] | None = None
+
+    def clean_up(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (throwing a temporary file away) in the thread pool; an answer waits for it."""
+        self._cleanup = asyncio.wrap_future(self.ctx.executor.submit(fn))
+
+    def reject_body(self, error: ApiError) -> None:
+        super().reject_body(error)
+
+        async def refuse(*args: Any, **kwargs: Any) -> None:
+            if self._cleanup is not None:
+                await self._cleanup  # "nothing changed" holds when the answer arrives, not just soon after
+            raise error
+
+        setattr(self, self.request.method.lower(), refuse)
 
     def refuse(self, error: ApiError) -> None:
         """Refuse a request whose body may still be on its way: answer now if the client waits for
@@ -333,7 +350,7 @@ class FileHandler(FilesHandler):
         writer, self.writer = self.writer, None
         self.pump = None
         if writer is not None and not writer._done:
-            self.ctx.executor.submit(writer.abort)
+            self.clean_up(writer.abort)
 
     async def put(self, path: str) -> None:
         preconditions = self.preconditions()
@@ -349,6 +366,8 @@ class FileHandler(FilesHandler):
                 result = await self.run_blocking(self.files.commit, self.writer, wp, preconditions)
             finally:
                 self._discard()
+                if self._cleanup is not None:
+                    await self._cleanup
         created = result.pop("created")
         self.set_header("ETag", result["etag"])
         if created:
@@ -424,7 +443,7 @@ class UploadHandler(FilesHandler):
         upload, self.upload = self.upload, None
         self.pump = None
         if upload is not None:
-            self.ctx.executor.submit(upload.abort)
+            self.clean_up(upload.abort)
 
     async def post(self) -> None:
         assert self.pump is not None and self.upload is not None
@@ -434,6 +453,8 @@ class UploadHandler(FilesHandler):
             uploaded = await self.run_blocking(upload.finish)
         except BaseException:
             self._discard()
+            if self._cleanup is not None:
+                await self._cleanup
             raise
         self.upload = None
         self.send_json({"uploaded": uploaded}, 201)

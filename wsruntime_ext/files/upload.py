@@ -196,7 +196,14 @@ class MultipartUpload:
     # -- the request as a whole ---------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        """Parse the next piece of the body; an ApiError means the request is refused (call abort)."""
+        """Parse the next piece of the body; on an ApiError (the request is refused) nothing remains."""
+        try:
+            self._parse(data)
+        except BaseException:
+            self.abort()  # here, before the refusal is answered
+            raise
+
+    def _parse(self, data: bytes) -> None:
         try:
             self.parser.write(data)
         except MultipartParseError as exc:
@@ -207,6 +214,7 @@ class MultipartUpload:
     def finish(self) -> list[dict[str, object]]:
         """The body has arrived: land every staged file, or none (409 on a conflict that appeared meanwhile)."""
         if not self.ended:
+            self.abort()
             raise ApiError(400, "invalid_multipart", "The multipart body ended before its closing boundary")
         if not self.staged:
             raise ApiError(400, "no_files", "The request has no file part (a part with a filename)")
