@@ -68,6 +68,23 @@ class Scenario:
     prepare: Callable[[str, Path], None] | None = None  # (target name, workspace), before the servers start
 
 
+PUT_4K = (b"0123456789abcdef" * 255 + b"wsruntime bench\n")[:4096]
+
+
+def write_files_workspace(workspace: Path) -> None:
+    """The Files scenarios' workspace: a 4 KiB and a 10 MB text file, a 10,000-entry directory (once)."""
+    if (workspace / "dir10k").is_dir():
+        return
+    (workspace / "small.txt").write_bytes(PUT_4K)
+    (workspace / "put.txt").write_bytes(PUT_4K)
+    line = b"The quick brown fox jumps over the lazy dog 0123456789.\n"
+    (workspace / "big.txt").write_bytes((line * (10_000_000 // len(line) + 1))[:10_000_000])
+    directory = workspace / "dir10k"
+    directory.mkdir()
+    for i in range(10_000):
+        (directory / f"file-{i:05d}.txt").write_bytes(b"x" * (i % 100))
+
+
 SCENARIOS: list[Scenario] = [
     Scenario(
         name="health",
@@ -79,9 +96,61 @@ SCENARIOS: list[Scenario] = [
             "jupyter_server": Request("/api/status"),
         },
     ),
-    # Later: files GET/PUT and listing, e.g.
-    # Scenario("file-get", "...", {"wsruntime": Request("/files/bench.txt"), ...}, prepare=write_bench_files),
-    # Scenario("file-put", "...", {"wsruntime": Request("/files/x.txt", "PUT", b"x" * 4096)}),
+    Scenario(
+        name="file-get-small",
+        description="read a 4 KiB text file: wsruntime GET /api/v1/files/small.txt (raw bytes) vs jupyter_server "
+        "GET /api/contents/small.txt?content=1&format=text (its contents API)",
+        requests={
+            "wsruntime": Request("/api/v1/files/small.txt"),
+            "jupyter_server": Request("/api/contents/small.txt?content=1&format=text&type=file"),
+        },
+        prepare=lambda target, workspace: write_files_workspace(workspace),
+    ),
+    Scenario(
+        name="file-get-10mb",
+        description="read a 10 MB text file: wsruntime GET /api/v1/files/big.txt (streamed raw bytes) vs "
+        "jupyter_server GET /api/contents/big.txt?content=1&format=text (its contents API)",
+        requests={
+            "wsruntime": Request("/api/v1/files/big.txt"),
+            "jupyter_server": Request("/api/contents/big.txt?content=1&format=text&type=file"),
+        },
+        prepare=lambda target, workspace: write_files_workspace(workspace),
+    ),
+    Scenario(
+        name="file-get-10mb-raw",
+        description="read a 10 MB file as raw bytes: wsruntime GET /api/v1/files/big.txt vs jupyter_server's "
+        "raw file handler GET /files/big.txt (not its contents API; for reference)",
+        requests={
+            "wsruntime": Request("/api/v1/files/big.txt"),
+            "jupyter_server": Request("/files/big.txt"),
+        },
+        prepare=lambda target, workspace: write_files_workspace(workspace),
+    ),
+    Scenario(
+        name="list-10k",
+        description="list a directory of 10,000 files: wsruntime GET /api/v1/files?path=dir10k vs jupyter_server "
+        "GET /api/contents/dir10k?content=1",
+        requests={
+            "wsruntime": Request("/api/v1/files?path=dir10k"),
+            "jupyter_server": Request("/api/contents/dir10k?content=1"),
+        },
+        prepare=lambda target, workspace: write_files_workspace(workspace),
+    ),
+    Scenario(
+        name="file-put-4k",
+        description="overwrite a 4 KiB file: wsruntime PUT /api/v1/files/put.txt (raw body, atomic) vs "
+        "jupyter_server PUT /api/contents/put.txt (JSON model, its default atomic writing)",
+        requests={
+            "wsruntime": Request("/api/v1/files/put.txt", method="PUT", body=PUT_4K),
+            "jupyter_server": Request(
+                "/api/contents/put.txt",
+                method="PUT",
+                body=json.dumps({"type": "file", "format": "text", "content": PUT_4K.decode()}).encode(),
+                headers={"Content-Type": "application/json"},
+            ),
+        },
+        prepare=lambda target, workspace: write_files_workspace(workspace),
+    ),
 ]
 
 
@@ -134,6 +203,8 @@ def jupyter_command(port: int, workspace: Path, opts: argparse.Namespace) -> lis
         f"--ServerApp.root_dir={workspace}",
         "--IdentityProvider.token=",  # 2.x name of the deprecated --ServerApp.token
         "--PasswordIdentityProvider.hashed_password=",  # 2.x name of the deprecated --ServerApp.password
+        # API clients (a frontend with a token) never meet its XSRF check; wrk without cookies would.
+        "--ServerApp.disable_check_xsrf=True",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # it refuses to start as root otherwise (containers)
@@ -311,6 +382,7 @@ def wrk_command(
 ) -> list[str]:
     """wrk with the run's threads and connections, latency percentiles on."""
     command = [opts.wrk, "-t", str(opts.threads), "-c", str(opts.connections), "-d", f"{duration}s", "--latency"]
+    command += ["--timeout", f"{opts.wrk_timeout}s"]  # a slow answer is measured, not dropped as a timeout
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     if script is not None:
@@ -629,6 +701,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="wsruntime's --log-level; at info (its default) it logs every request (default: warning)",
     )
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for each server (60)")
+    parser.add_argument(
+        "--wrk-timeout", type=seconds, default=30, help="wrk's --timeout: slower answers count as errors (default: 30)"
+    )
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk binary (default: from PATH)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (workspaces, server logs, scripts)")
     opts = parser.parse_args(argv)

@@ -20,7 +20,6 @@ import dataclasses
 import errno
 import os
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -202,6 +201,22 @@ def fsync_directory(path: str) -> None:
         os.close(fd)
 
 
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+
+
+def _create_temp(directory: str, name: str) -> tuple[int, str]:
+    """A new, empty, exclusive temporary file beside ``name`` (cheaper than tempfile.mkstemp's name search)."""
+    for _ in range(100):
+        path = os.path.join(directory, f".{name[:64]}.{os.urandom(6).hex()}.wsrt-tmp")
+        try:
+            return os.open(path, _TEMP_FLAGS, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", directory)
+
+
 class AtomicWriter:
     """Write a file through a temporary sibling, then rename it over the target.
 
@@ -220,13 +235,12 @@ class AtomicWriter:
         self.directory = os.path.dirname(target) or "."
         self.temp_dir = temp_dir or self.directory
         self._mode = mode
-        fd, self.temp_path = tempfile.mkstemp(
-            prefix=f".{os.path.basename(target)[:64]}.", suffix=".wsrt-tmp", dir=self.temp_dir
-        )
+        fd, self.temp_path = _create_temp(self.temp_dir, os.path.basename(target))
         self.file: IO[bytes] = os.fdopen(fd, "wb")
         self.size = 0
         self.created = False  # whether the commit created the target (rather than replacing it)
         self.created_dirs: list[str] = []  # parents the commit created, outermost first
+        self.landed: os.stat_result | None = None
         self._done = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -245,7 +259,7 @@ class AtomicWriter:
         replace: bool = True,
         check: Callable[[os.stat_result | None], None] | None = None,
     ) -> os.stat_result:
-        """Publish the new content; returns the new file's stat.
+        """Publish the new content; returns the new version's stat.
 
         ``check(old_stat_or_None)`` runs just before the rename, in the
         section no other commit of this process enters, and may raise to
@@ -254,19 +268,25 @@ class AtomicWriter:
         supports it.
         """
         try:
-            self.finish_writing()
-            fd = os.open(self.temp_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-            try:
-                self._publish(fd, replace, check)
-            finally:
-                os.close(fd)
+            if not self.file.closed:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+                self._publish(self.file.fileno(), replace, check)
+                self.file.close()
+            else:  # closed early by finish_writing (staged uploads): its metadata is set through a new descriptor
+                fd = os.open(self.temp_path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+                try:
+                    self._publish(fd, replace, check)
+                finally:
+                    os.close(fd)
         finally:
             if not self._done:
                 self.abort()
         fsync_directory(self.directory)
         if self.temp_dir != self.directory:
             fsync_directory(self.temp_dir)
-        return os.stat(self.target)
+        assert self.landed is not None
+        return self.landed
 
     def _publish(self, fd: int, replace: bool, check: Callable[[os.stat_result | None], None] | None) -> None:
         """The check-and-rename section: one commit of this process at a time."""
@@ -287,7 +307,9 @@ class AtomicWriter:
                 os.fchown(fd, old.st_uid, old.st_gid)
             stamp = next_mtime_ns(old.st_mtime_ns if old is not None else None)
             os.utime(fd, ns=(stamp, stamp))
-            self._make_parents()
+            self.landed = os.fstat(fd)  # the version being published (a rename changes none of its ETag parts)
+            if self.temp_dir != self.directory:
+                self._make_parents()
             if replace:
                 os.rename(self.temp_path, self.target)
             else:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from wsruntime_ext.files.search import SearchService
 
 WRITE_BATCH = 512 << 10  # bytes of body gathered before one write in the thread pool
+SMALL_WRITE = 256 << 10  # bodies up to this size (by Content-Length) are gathered whole, then written at once
 MAX_LIST_LIMIT = 10_000_000
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
@@ -59,6 +60,12 @@ class BodyPump:
         self.buffer += chunk
         if len(self.buffer) >= WRITE_BATCH:
             await self._push()
+
+    def take_rest(self) -> bytes:
+        """What is buffered but not yet written (to be written by the caller's own thread-pool trip)."""
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
 
     async def drain(self) -> None:
         if self.buffer:
@@ -192,6 +199,7 @@ class FileHandler(FilesHandler):
     pump: BodyPump | None = None
     target: WorkspacePath | None = None
     json_write = False
+    small_write = False
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -303,15 +311,21 @@ class FileHandler(FilesHandler):
             return
         self.json_write = self.query("format") == "json"
         limit = self.ctx.config.max_upload_size
+        length = self.request.headers.get("Content-Length", "")
+        # A small body is simply gathered, then checked, written and landed in one trip to the thread pool.
+        self.small_write = (
+            not self.json_write
+            and length.isdigit()
+            and int(length) <= min(SMALL_WRITE, limit)
+            and self.request.headers.get("Expect", "").lower() != "100-continue"  # wants its answer before the body
+        )
         self.limit_body(min(limit, JSON_WRITE_LIMIT) if self.json_write else limit)
         super().prepare()
-        if self._finished or self._rejection is not None or self.json_write:
+        if self._finished or self._rejection is not None or self.json_write or self.small_write:
             return
         try:
             wp = self._write_path(self.path_kwargs["path"])
-            preconditions = self.preconditions()
-            await self.run_blocking(self.files.check_writable, wp, preconditions)
-            self.writer = await self.run_blocking(self.files.begin_write, wp)
+            self.writer = await self.run_blocking(self.files.start_write, wp, self.preconditions())
         except ApiError as error:
             self.refuse(error)
             return
@@ -354,16 +368,16 @@ class FileHandler(FilesHandler):
 
     async def put(self, path: str) -> None:
         preconditions = self.preconditions()
-        if self.json_write:
+        if self.json_write or self.small_write:
             wp = self._write_path(path)
-            data = self.files.decode_json_content(self.json_body())
+            data = self.files.decode_json_content(self.json_body()) if self.json_write else self.body_bytes
             result = await self.run_blocking(self.files.write_bytes, wp, data, preconditions)
         else:
             assert self.pump is not None and self.writer is not None and self.target is not None
             wp = self.target
             try:
-                await self.pump.drain()
-                result = await self.run_blocking(self.files.commit, self.writer, wp, preconditions)
+                rest = self.pump.take_rest()
+                result = await self.run_blocking(self.files.finish_write, self.writer, wp, rest, preconditions)
             finally:
                 self._discard()
                 if self._cleanup is not None:

@@ -84,21 +84,39 @@ _PROC_FD = "/proc/self/fd"
 _HAS_PROC_FD = os.path.isdir(_PROC_FD)
 
 
+_MIME_CACHE: dict[str, str | None] = {}
+_SECONDS_CACHE: dict[int, str] = {}
+
+
 def guess_mime(name: str) -> str | None:
-    """The media type for a file name, None when unknown."""
+    """The media type for a file name, None when unknown (cached by suffix: listings ask 100k times)."""
     dot = name.rfind(".")
-    if dot > 0:
-        override = _MIME_OVERRIDES.get(name[dot:].lower())
-        if override is not None:
-            return override
-    return _MIME_TABLE.guess_type(name, strict=False)[0]
+    if dot <= 0:
+        return None
+    before = name.rfind(".", 0, dot)
+    key = name[before if before > 0 else dot :].lower()  # the last two suffixes decide (".tar.gz")
+    try:
+        return _MIME_CACHE[key]
+    except KeyError:
+        pass
+    mime = _MIME_OVERRIDES.get(name[dot:].lower()) or _MIME_TABLE.guess_type("x" + key, strict=False)[0]
+    if len(_MIME_CACHE) > 4096:
+        _MIME_CACHE.clear()
+    _MIME_CACHE[key] = mime
+    return mime
 
 
 def iso_time(seconds: float) -> str:
     """API.md's timestamp: ISO 8601 UTC with milliseconds."""
     whole = int(seconds // 1)
     millis = int((seconds - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    prefix = _SECONDS_CACHE.get(whole)
+    if prefix is None:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        if len(_SECONDS_CACHE) > 65536:
+            _SECONDS_CACHE.clear()
+        _SECONDS_CACHE[whole] = prefix
+    return f"{prefix}.{millis:03d}Z"
 
 
 def os_error(exc: OSError, rel: str, writing: bool = False) -> ApiError:
@@ -254,7 +272,7 @@ class FileService:
             raise os_error(exc, wp.rel) from None
         if not stat.S_ISDIR(st.st_mode):
             raise ApiError(400, "not_a_directory", f"{wp.rel} is not a directory", path=wp.rel)
-        names: list[tuple[bool, str, str]] = []
+        items: list[tuple[bool, str, os.DirEntry[str]]] = []
         try:
             fd = os.open(wp.real, _DIR_FLAGS)
         except OSError as exc:
@@ -265,29 +283,29 @@ class FileService:
             with os.scandir(wp.real) as it:
                 for entry in it:
                     name = entry.name
-                    if not hidden and name.startswith("."):
+                    if not hidden and name[:1] == ".":
                         continue
                     try:
                         is_dir = entry.is_dir(follow_symlinks=False)
                     except OSError:
                         is_dir = False
-                    names.append((not is_dir, name, name))
+                    items.append((not is_dir, name, entry))
         except OSError as exc:
             raise os_error(exc, wp.rel) from None
         finally:
             os.close(fd)
-        names.sort()
-        total = len(names)
+        items.sort(key=lambda item: (item[0], item[1]))
+        total = len(items)
         truncated = limit is not None and total > limit
         if truncated:
-            names = names[:limit]
+            items = items[:limit]
         prefix = f"{wp.rel}/" if wp.rel else ""
-        entries = [self._entry(wp.real, prefix, name) for _, name, _ in names]
+        entries = [self._entry(entry, prefix) for _, _, entry in items]
         body = {"path": wp.rel, "entries": entries, "total": total, "truncated": truncated}
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(body, separators=(",", ":")).encode("ascii")
 
-    def _entry(self, directory: str, prefix: str, name: str) -> dict[str, Any]:
-        full = os.path.join(directory, name)
+    def _entry(self, item: os.DirEntry[str], prefix: str) -> dict[str, Any]:
+        name = item.name
         shown = name
         bad_name = False
         try:
@@ -295,27 +313,46 @@ class FileService:
         except UnicodeEncodeError:  # bytes that are not UTF-8: shown, but cannot be named in a request
             shown = os.fsencode(name).decode("utf-8", "replace")
             bad_name = True
-        entry: dict[str, Any] = {"name": shown, "path": prefix + shown}
         try:
-            st = os.lstat(full)
+            st = item.stat(follow_symlinks=False)
         except OSError:
-            entry.update(type="other", size=0, modified=None)
+            entry: dict[str, Any] = {
+                "name": shown,
+                "path": prefix + shown,
+                "type": "other",
+                "size": 0,
+                "modified": None,
+            }
             return entry
         mode = st.st_mode
-        if stat.S_ISDIR(mode):
-            entry.update(type="directory", size=0, modified=iso_time(st.st_mtime))
-        elif stat.S_ISREG(mode):
-            entry.update(type="file", size=st.st_size, modified=iso_time(st.st_mtime), mime=guess_mime(name))
+        if stat.S_ISREG(mode):
+            entry = {
+                "name": shown,
+                "path": prefix + shown,
+                "type": "file",
+                "size": st.st_size,
+                "modified": iso_time(st.st_mtime),
+                "mime": guess_mime(name),
+            }
+        elif stat.S_ISDIR(mode):
+            entry = {
+                "name": shown,
+                "path": prefix + shown,
+                "type": "directory",
+                "size": 0,
+                "modified": iso_time(st.st_mtime),
+            }
         elif stat.S_ISLNK(mode):
-            entry.update(type="symlink", size=st.st_size, modified=iso_time(st.st_mtime))
+            entry = {"name": shown, "path": prefix + shown, "type": "symlink", "size": st.st_size}
+            entry["modified"] = iso_time(st.st_mtime)
             try:
-                target = os.readlink(full)
-                entry["target"] = os.fsencode(target).decode("utf-8", "replace")
+                entry["target"] = os.fsencode(os.readlink(item.path)).decode("utf-8", "replace")
             except OSError:
                 entry["target"] = None
-            entry["target_type"] = self._target_type(full)
+            entry["target_type"] = self._target_type(item.path)
         else:
-            entry.update(type="other", size=st.st_size, modified=iso_time(st.st_mtime))
+            entry = {"name": shown, "path": prefix + shown, "type": "other", "size": st.st_size}
+            entry["modified"] = iso_time(st.st_mtime)
         if bad_name:
             entry["invalid_name"] = True
         return entry
@@ -464,9 +501,9 @@ class FileService:
     def begin_write(self, wp: WorkspacePath) -> AtomicWriter:
         """A temporary file next to the target (or in its nearest existing ancestor), checked to be inside."""
         target = self.write_target(wp)
+        # ``target`` is fully resolved, so its ancestors are real paths already; the descriptor check
+        # below catches a directory swapped for a link since.
         temp_dir = nearest_existing_directory(os.path.dirname(target))
-        if not is_within(self.root, os.path.realpath(temp_dir)):
-            raise _outside(wp.rel)
         try:
             writer = AtomicWriter(target, temp_dir=temp_dir)
         except OSError as exc:
@@ -475,6 +512,19 @@ class FileService:
             writer.abort()
             raise _outside(wp.rel)
         return writer
+
+    def start_write(self, wp: WorkspacePath, preconditions: Preconditions) -> AtomicWriter:
+        """Before a streamed body: refuse what would fail anyway, then open the temporary file."""
+        self.check_writable(wp, preconditions)
+        return self.begin_write(wp)
+
+    def finish_write(
+        self, writer: AtomicWriter, wp: WorkspacePath, rest: bytes, preconditions: Preconditions
+    ) -> dict[str, Any]:
+        """After a streamed body: write what is left of it and land the file."""
+        if rest:
+            self.write_chunk(writer, rest, wp.rel)
+        return self.commit(writer, wp, preconditions)
 
     def write_chunk(self, writer: AtomicWriter, data: bytes, rel: str) -> None:
         try:
