@@ -259,6 +259,8 @@ async def test_if_none_match_and_if_modified_since(api: Api, d: str) -> None:
     assert r.status == 200
     r = await api("GET", url(f"{d}/c.txt"), headers={"If-None-Match": "garbage"})
     assert r.status == 400
+    r = await api("GET", url(f"{d}/c.txt"), headers={"If-None-Match": ""})  # empty: no condition
+    assert r.status == 200
 
 
 # -- ETags ------------------------------------------------------------------------------------

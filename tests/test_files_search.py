@@ -137,9 +137,13 @@ async def test_name_search(searcher: ServerThread) -> None:
 
 
 async def test_bad_queries(searcher: ServerThread) -> None:
-    for query in ("", "?q=", "?limit=0&q=x", "?q=x&limit=abc", "?q=x&regex=maybe", "?q=x&path=missing"):
+    for query in ("?limit=0&q=x", "?q=x&limit=abc", "?q=x&regex=maybe", "?q=x&path=missing", "?q=%00"):
         r = await searcher.request("GET", "/api/v1/search" + query)
         assert r.status in (400, 404), query
+    for query in ("", "?q=", "?regex=true"):  # nothing asked, nothing found
+        assert (await search(searcher)) == {"matches": [], "truncated": False, "timed_out": False}
+        r = await searcher.request("GET", "/api/v1/search" + query)
+        assert r.status == 200 and r.body["matches"] == []
     r = await searcher.request("GET", "/api/v1/search?q=x&path=missing")
     assert r.status == 404
 

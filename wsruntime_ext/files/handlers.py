@@ -146,9 +146,30 @@ class FilesHandler(ApiHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish(body)
 
+    def listing_options(self) -> tuple[bool, int | None]:
+        """``hidden`` and ``limit``, checked on every read (also of a file, where they do not apply)."""
+        return self.query_bool("hidden", True), self.query_int("limit", 0, 0, MAX_LIST_LIMIT) or None
+
+    def _not_empty(self, name: str) -> None:
+        if self.query(name) == "":
+            raise ApiError(400, "invalid_parameter", f"Query parameter {name!r} is empty", parameter=name)
+
+    def query_int(self, name: str, default: int, minimum: int = 0, maximum: int = 1 << 31) -> int:
+        self._not_empty(name)  # "?limit=" is a mistake, not a request for the default
+        return super().query_int(name, default, minimum, maximum)
+
+    def query_bool(self, name: str, default: bool = False) -> bool:
+        self._not_empty(name)
+        return super().query_bool(name, default)
+
+    def format_option(self) -> str:
+        fmt = self.query("format", "raw")
+        if fmt not in ("raw", "json"):
+            raise ApiError(400, "invalid_parameter", "format must be raw or json", parameter="format")
+        return fmt
+
     async def send_listing(self, wp: WorkspacePath) -> None:
-        hidden = self.query_bool("hidden", True)
-        limit = self.query_int("limit", 0, 0, MAX_LIST_LIMIT) or None
+        hidden, limit = self.listing_options()
         body = await self.run_blocking(self.files.list_directory, wp, hidden, limit)
         self.send_raw_json(body)
 
@@ -211,9 +232,8 @@ class FileHandler(FilesHandler):
 
     async def _read(self, path: str, head: bool) -> None:
         wp = self.files.resolve(path)
-        fmt = self.query("format")
-        if fmt not in (None, "", "raw", "json"):
-            raise ApiError(400, "invalid_parameter", "format must be raw or json", parameter="format")
+        fmt = self.format_option()
+        self.listing_options()
         if fmt == "json":
             body = await self.run_blocking(self.files.read_json, wp)
             if body is None:
@@ -309,7 +329,12 @@ class FileHandler(FilesHandler):
         if self.request.method != "PUT":
             super().prepare()
             return
-        self.json_write = self.query("format") == "json"
+        try:
+            self.json_write = self.format_option() == "json"
+        except ApiError as error:
+            super().prepare()
+            self.refuse(error)
+            return
         limit = self.ctx.config.max_upload_size
         length = self.request.headers.get("Content-Length", "")
         # A small body is simply gathered, then checked, written and landed in one trip to the thread pool.
@@ -532,8 +557,6 @@ class SearchHandler(FilesHandler):
         glob = self.query("glob")
         text = text if text else None
         glob = glob if glob else None
-        if text is None and glob is None:
-            raise ApiError(400, "invalid_parameter", "Give q (text to find) or glob (names to find), or both")
         for name, value in (("q", text), ("glob", glob)):
             if value is not None and ("\x00" in value or len(value) > 1000):
                 raise ApiError(400, "invalid_parameter", f"{name} is too long or holds a NUL", parameter=name)
@@ -547,6 +570,9 @@ class SearchHandler(FilesHandler):
             limit=self.query_int("limit", 200, 1, 10_000),
         )
         await self.run_blocking(_check_exists, base)
+        if text is None and glob is None:
+            self.send_json({"matches": [], "truncated": False, "timed_out": False})  # nothing asked, nothing found
+            return
         search: SearchService = self.ctx.search
         self.send_json(await search.search(query))
 

@@ -170,8 +170,8 @@ _ETAG_TOKEN = re.compile(r'\s*(\*|(?:W/)?"[^"]*")\s*(?:,|$)')
 
 def parse_etags(header: str | None) -> list[str] | None:
     """``If-Match`` / ``If-None-Match`` as a list of entity tags (``["*"]`` for a star); None when absent."""
-    if header is None:
-        return None
+    if header is None or not header.strip():
+        return None  # an empty header is no condition
     tags = [m.group(1) for m in _ETAG_TOKEN.finditer(header)]
     if not tags:
         raise ApiError(400, "invalid_header", "Conditional header is not a list of entity tags", header=header)

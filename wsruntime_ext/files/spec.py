@@ -16,24 +16,16 @@ _PATH_DESCRIPTION = (
 )
 
 _ETAG_HEADER = {"description": "The file version's strong entity tag", "schema": {"type": "string"}}
-_CONDITIONAL = [
-    {
-        "name": "If-Match",
-        "in": "header",
-        "required": False,
-        "description": "Only if the current version has one of these ETags (`*`: exists); else 412",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "If-None-Match",
-        "in": "header",
-        "required": False,
-        "description": "`*`: only if it does not exist yet (create only); else 412",
-        "schema": {"type": "string"},
-    },
-]
+CONDITIONAL_TEXT = (
+    " Conditional headers (not listed as parameters, so that fuzzers do not trip them): `If-Match: <etag>` "
+    "(or `*`: it exists) answers 412 `precondition_failed` unless the current version has that ETag; "
+    "`If-None-Match: *` answers 412 if it exists (create only)."
+)
 
-_FILE_PATH = path_param("path", _PATH_DESCRIPTION)
+# Control characters are refused (400 invalid_path): the schema says so, so that clients and fuzzers know.
+NO_CONTROL = "^[^\\x00-\\x1f\\x7f]*$"
+PATH_STRING = {"type": "string", "pattern": NO_CONTROL}
+_FILE_PATH = {**path_param("path", _PATH_DESCRIPTION), "schema": PATH_STRING}
 _HIDDEN = query_param("hidden", {"type": "boolean", "default": True}, "false leaves out names starting with a dot")
 _LIMIT = query_param(
     "limit",
@@ -128,8 +120,8 @@ schemas: dict[str, Any] = {
         "type": "object",
         "required": ["from", "to"],
         "properties": {
-            "from": {"type": "string", "description": "moved itself (a symlink is moved, not its target)"},
-            "to": {"type": "string", "description": "missing parents are created"},
+            "from": {**PATH_STRING, "description": "moved itself (a symlink is moved, not its target)"},
+            "to": {**PATH_STRING, "description": "missing parents are created"},
             "overwrite": {"type": "boolean", "default": False},
         },
     },
@@ -137,7 +129,7 @@ schemas: dict[str, Any] = {
         "type": "object",
         "required": ["path"],
         "properties": {
-            "path": {"type": "string", "description": "parents are created too"},
+            "path": {**PATH_STRING, "description": "parents are created too"},
             "exist_ok": {"type": "boolean", "default": False, "description": "200 instead of 409 when it exists"},
         },
     },
@@ -177,7 +169,7 @@ paths: dict[str, Any] = {
             "description": "Directories first, then by name. One unreadable entry or broken symlink never fails "
             "the listing. Walked off the event loop, so a 100k-entry directory does not hold up other requests.",
             "tags": [TAG],
-            "parameters": [query_param("path", {"type": "string", "default": ""}, _PATH_DESCRIPTION), _HIDDEN, _LIMIT],
+            "parameters": [query_param("path", {**PATH_STRING, "default": ""}, _PATH_DESCRIPTION), _HIDDEN, _LIMIT],
             "responses": {"200": _LISTING, **errors(400, 404)},
         }
     },
@@ -189,28 +181,28 @@ paths: dict[str, Any] = {
             "`If-Modified-Since` (304). `Content-Type` is guessed from the name. `?format=json` answers "
             "`{content, encoding}` with `base64` for content that is not UTF-8 (files up to "
             f"{JSON_READ_LIMIT >> 20} MiB; larger → 422 `file_too_large`). A directory answers its listing "
-            "(`hidden` and `limit` apply). `HEAD` answers the same headers without the body.",
+            "(`hidden` and `limit` apply). `HEAD` answers the same headers without the body. Request headers "
+            "(not listed as parameters): `Range: bytes=a-b` (one range; several: the whole file), `If-Range`, "
+            "`If-None-Match: <etag>` and `If-Modified-Since`.",
             "tags": [TAG],
             "parameters": [
                 _FILE_PATH,
                 query_param("format", {"type": "string", "enum": ["raw", "json"]}, "json: the content in JSON"),
                 _HIDDEN,
                 _LIMIT,
-                {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"}},
-                {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
             ],
             "responses": {
                 "200": {
                     "description": "The file's bytes (or, for `format=json` and directories, JSON)",
                     "headers": {"ETag": _ETAG_HEADER},
                     "content": {
-                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                         "application/json": {"schema": {"oneOf": [ref("FileContent"), ref("FileListing")]}},
+                        "*/*": {"schema": {"type": "string", "format": "binary"}},
                     },
                 },
                 "206": {
                     "description": "The requested range (`Content-Range` says which)",
-                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                 },
                 "304": {"description": "Not modified (If-None-Match / If-Modified-Since)"},
                 **errors(400, 404, 416, 422),
@@ -235,20 +227,18 @@ paths: dict[str, Any] = {
             "killed mid-write; an existing file keeps its permission bits; a symlink inside the workspace "
             "is written through (its target changes). 201 when created, 200 when replaced. Over "
             "`--max-upload-size` → 413 and nothing changes; a full disk → 507 and nothing is half-written. "
-            "`If-Match` (412 unless the current ETag matches) and `If-None-Match: *` (412 if it exists) make "
-            "concurrent editors safe.",
+            "Conditional writes make concurrent editors safe." + CONDITIONAL_TEXT,
             "tags": [TAG],
             "parameters": [
                 _FILE_PATH,
-                query_param("format", {"type": "string", "enum": ["raw", "json"]}, "json: the body is FileWrite"),
-                *_CONDITIONAL,
+                query_param(
+                    "format", {"type": "string", "enum": ["raw", "json"]}, "json: the body is a FileWrite object"
+                ),
             ],
             "requestBody": {
                 "required": False,
-                "content": {
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                    "application/json": {"schema": ref("FileWrite")},
-                },
+                "description": "The file's bytes, any Content-Type (none: an empty file); with `?format=json` a FileWrite object.",
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
             },
             "responses": {
                 "200": {
@@ -268,12 +258,11 @@ paths: dict[str, Any] = {
             "summary": "Delete a file or directory",
             "description": "A symlink is deleted itself, never its target. A non-empty directory needs "
             "`recursive=true` (else 409 `directory_not_empty`). The workspace root (and whatever holds the "
-            "runtime's state directory) cannot be deleted: 403. `If-Match` applies to a file's ETag.",
+            "runtime's state directory) cannot be deleted: 403." + CONDITIONAL_TEXT,
             "tags": [TAG],
             "parameters": [
                 _FILE_PATH,
                 query_param("recursive", {"type": "boolean", "default": False}, "delete a directory's content"),
-                *_CONDITIONAL,
             ],
             "responses": {"204": {"description": "Deleted"}, **errors(400, 404, 409, 412)},
         },
@@ -281,14 +270,14 @@ paths: dict[str, Any] = {
     "/api/v1/files/upload": {
         "post": {
             "summary": "Upload files (multipart/form-data)",
-            "description": "Every part with a filename is a file; the filename may hold sub-folders (a folder "
+            "description": "Every part with a filename is a file (a request with none uploads nothing); the filename may hold sub-folders (a folder "
             "upload) and is taken relative to `path`, jailed like any path (an absolute one is refused). "
             "Streamed to disk as it arrives; all-or-nothing: when any part is refused (an existing file "
             "without `overwrite`, a bad name, the body over `--max-upload-size`), no file from the request "
             "is kept. Each file lands atomically.",
             "tags": [TAG],
             "parameters": [
-                query_param("path", {"type": "string", "default": ""}, "the directory the files go to"),
+                query_param("path", {**PATH_STRING, "default": ""}, "the directory the files go to"),
                 query_param("overwrite", {"type": "boolean", "default": False}, "replace existing files"),
             ],
             "requestBody": {
@@ -313,9 +302,8 @@ paths: dict[str, Any] = {
             "summary": "Move or rename (extension)",
             "description": "Missing parents of `to` are created; an existing `to` without `overwrite` → 409. "
             "A symlink is moved itself; neither end may be a symlink leading outside the workspace. "
-            "`If-Match` applies to `from`'s ETag; `If-None-Match: *` refuses (412) an existing `to`.",
+            "`If-Match` applies to `from`'s ETag; `If-None-Match: *` refuses (412) an existing `to`." + CONDITIONAL_TEXT,
             "tags": [TAG],
-            "parameters": list(_CONDITIONAL),
             "requestBody": {"required": True, "content": json_content(ref("MoveRequest"))},
             "responses": {
                 "200": json_response("Moved", ref("PathResult")),
@@ -340,16 +328,20 @@ paths: dict[str, Any] = {
     "/api/v1/search": {
         "get": {
             "summary": "Search file contents and names (extension)",
-            "description": "`q`: the text to find (literal; `regex=true` for a regular expression) in files "
+            "description": "With neither `q` nor `glob` nothing is searched (`matches` is empty). `q`: the text to find (literal; `regex=true` for a regular expression) in files "
             "under `path` that match `glob`; `glob` alone: find files by name. Hidden files are searched, "
             "`.gitignore` is not applied, symlinks are not followed; `.git/`, `node_modules/`, the state "
             "directory, binary files and files over 50 MiB are skipped. Results in path order, at most "
             "`limit`, within 20 s (`truncated`, `timed_out`). Uses ripgrep when installed.",
             "tags": [TAG],
             "parameters": [
-                query_param("q", {"type": "string", "maxLength": 1000}, "text to find in contents"),
-                query_param("glob", {"type": "string", "maxLength": 1000}, "file pattern (ripgrep syntax)"),
-                query_param("path", {"type": "string", "default": ""}, "directory (or file) to search"),
+                query_param("q", {"type": "string", "maxLength": 1000, "pattern": "^[^\\x00]*$"}, "text to find"),
+                query_param(
+                    "glob",
+                    {"type": "string", "maxLength": 1000, "pattern": "^[^\\x00]*$"},
+                    "file pattern (ripgrep syntax)",
+                ),
+                query_param("path", {**PATH_STRING, "default": ""}, "directory (or file) to search"),
                 query_param(
                     "limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 200}, "max matches"
                 ),

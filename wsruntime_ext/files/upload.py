@@ -216,8 +216,6 @@ class MultipartUpload:
         if not self.ended:
             self.abort()
             raise ApiError(400, "invalid_multipart", "The multipart body ended before its closing boundary")
-        if not self.staged:
-            raise ApiError(400, "no_files", "The request has no file part (a part with a filename)")
         landed: list[StagedFile] = []
         try:
             for staged in self.staged:
