@@ -237,7 +237,8 @@ paths: dict[str, Any] = {
             ],
             "requestBody": {
                 "required": False,
-                "description": "The file's bytes, any Content-Type (none: an empty file); with `?format=json` a FileWrite object.",
+                "description": "The file's bytes, any Content-Type (none: an empty file); "
+                "with `?format=json` a FileWrite object.",
                 "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
             },
             "responses": {
@@ -270,7 +271,8 @@ paths: dict[str, Any] = {
     "/api/v1/files/upload": {
         "post": {
             "summary": "Upload files (multipart/form-data)",
-            "description": "Every part with a filename is a file (a request with none uploads nothing); the filename may hold sub-folders (a folder "
+            "description": "Every part with a filename is a file (a request with none uploads nothing); "
+            "the filename may hold sub-folders (a folder "
             "upload) and is taken relative to `path`, jailed like any path (an absolute one is refused). "
             "Streamed to disk as it arrives; all-or-nothing: when any part is refused (an existing file "
             "without `overwrite`, a bad name, the body over `--max-upload-size`), no file from the request "
@@ -302,7 +304,8 @@ paths: dict[str, Any] = {
             "summary": "Move or rename (extension)",
             "description": "Missing parents of `to` are created; an existing `to` without `overwrite` → 409. "
             "A symlink is moved itself; neither end may be a symlink leading outside the workspace. "
-            "`If-Match` applies to `from`'s ETag; `If-None-Match: *` refuses (412) an existing `to`." + CONDITIONAL_TEXT,
+            "`If-Match` applies to `from`'s ETag; `If-None-Match: *` refuses (412) an existing `to`."
+            + CONDITIONAL_TEXT,
             "tags": [TAG],
             "requestBody": {"required": True, "content": json_content(ref("MoveRequest"))},
             "responses": {
@@ -328,7 +331,8 @@ paths: dict[str, Any] = {
     "/api/v1/search": {
         "get": {
             "summary": "Search file contents and names (extension)",
-            "description": "With neither `q` nor `glob` nothing is searched (`matches` is empty). `q`: the text to find (literal; `regex=true` for a regular expression) in files "
+            "description": "With neither `q` nor `glob` nothing is searched (`matches` is empty). "
+            "`q`: the text to find (literal; `regex=true` for a regular expression) in files "
             "under `path` that match `glob`; `glob` alone: find files by name. Hidden files are searched, "
             "`.gitignore` is not applied, symlinks are not followed; `.git/`, `node_modules/`, the state "
             "directory, binary files and files over 50 MiB are skipped. Results in path order, at most "
