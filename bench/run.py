@@ -66,6 +66,7 @@ class Scenario:
     description: str
     requests: dict[str, Request]
     prepare: Callable[[str, Path], None] | None = None  # (target name, workspace), before the servers start
+    connections: int | None = None  # wrk's -c for this scenario (heavy requests), else --connections
 
 
 PUT_4K = (b"0123456789abcdef" * 255 + b"wsruntime bench\n")[:4096]
@@ -129,12 +130,13 @@ SCENARIOS: list[Scenario] = [
     Scenario(
         name="list-10k",
         description="list a directory of 10,000 files: wsruntime GET /api/v1/files?path=dir10k vs jupyter_server "
-        "GET /api/contents/dir10k?content=1",
+        "GET /api/contents/dir10k?content=1 (4 connections: 50 queued listings would only measure queueing)",
         requests={
             "wsruntime": Request("/api/v1/files?path=dir10k"),
             "jupyter_server": Request("/api/contents/dir10k?content=1"),
         },
         prepare=lambda target, workspace: write_files_workspace(workspace),
+        connections=4,
     ),
     Scenario(
         name="file-put-4k",
@@ -378,10 +380,16 @@ def write_lua_script(request: Request, directory: Path, label: str) -> Path | No
 
 
 def wrk_command(
-    opts: argparse.Namespace, url: str, headers: dict[str, str], script: Path | None, duration: int
+    opts: argparse.Namespace,
+    url: str,
+    headers: dict[str, str],
+    script: Path | None,
+    duration: int,
+    connections: int | None = None,
 ) -> list[str]:
-    """wrk with the run's threads and connections, latency percentiles on."""
-    command = [opts.wrk, "-t", str(opts.threads), "-c", str(opts.connections), "-d", f"{duration}s", "--latency"]
+    """wrk with the run's threads and connections (or the scenario's), latency percentiles on."""
+    connections = max(connections or opts.connections, opts.threads)
+    command = [opts.wrk, "-t", str(opts.threads), "-c", str(connections), "-d", f"{duration}s", "--latency"]
     command += ["--timeout", f"{opts.wrk_timeout}s"]  # a slow answer is measured, not dropped as a timeout
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
@@ -490,8 +498,8 @@ def bench_target(scenario: Scenario, server: Server, opts: argparse.Namespace, s
         )
     script = write_lua_script(request, scripts, f"{scenario.name}-{server.target.name}")
     if opts.warmup > 0:
-        run_wrk(wrk_command(opts, url, headers, script, opts.warmup), opts.warmup)
-    command = wrk_command(opts, url, headers, script, opts.duration)
+        run_wrk(wrk_command(opts, url, headers, script, opts.warmup, scenario.connections), opts.warmup)
+    command = wrk_command(opts, url, headers, script, opts.duration, scenario.connections)
     output = run_wrk(command, opts.duration)
     record.update(wrk_command=command, **parse_wrk(output), wrk_output=output)
     return record

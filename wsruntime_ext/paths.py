@@ -155,20 +155,28 @@ def _load_renameat2() -> Callable[..., int] | None:
     return _renameat2
 
 
-def rename_noreplace(source: str, target: str) -> None:
+def rename_noreplace(
+    source: str, target: str, source_dir_fd: int | None = None, target_dir_fd: int | None = None
+) -> None:
     """Rename ``source`` to ``target`` unless ``target`` exists (FileExistsError), atomically where the
     kernel can (``renameat2(RENAME_NOREPLACE)``); elsewhere checked and renamed under ``COMMIT_LOCK``
-    (callers already hold it), which still excludes every writer in this process."""
+    (callers already hold it), which still excludes every writer in this process. With directory
+    descriptors the names are taken relative to them, as ``os.rename`` does."""
     function = _load_renameat2()
+    source_fd = _AT_FDCWD if source_dir_fd is None else source_dir_fd
+    target_fd = _AT_FDCWD if target_dir_fd is None else target_dir_fd
     if function is not None:
-        if function(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE) == 0:
+        if function(source_fd, os.fsencode(source), target_fd, os.fsencode(target), _RENAME_NOREPLACE) == 0:
             return
         err = ctypes.get_errno()
         if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
             raise OSError(err, os.strerror(err), target)
-    if os.path.lexists(target):
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target)
-    os.rename(source, target)
+    try:
+        os.stat(target, dir_fd=target_dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(source, target, src_dir_fd=source_dir_fd, dst_dir_fd=target_dir_fd)
+        return
+    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target)
 
 
 def nearest_existing_directory(path: str) -> str:

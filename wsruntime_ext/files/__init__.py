@@ -40,9 +40,13 @@ handlers = [
 
 async def startup(ctx: Context) -> None:
     ctx.files = FileService(ctx.config)
-    ctx.search = SearchService(ctx.config.workspace, ctx.files.state_dir, ctx.run_blocking)
+    ctx.search = SearchService(ctx.config.workspace, ctx.files.state_dir, ctx.files.walk)
     backend: dict[str, Any] = {"search": {"backend": ctx.search.backend}}
     ctx.health_providers.append(lambda: backend)
 
 
-__all__ = ["FileService", "SearchService", "handlers", "openapi", "startup"]
+async def shutdown(ctx: Context) -> None:
+    ctx.files.shutdown()
+
+
+__all__ = ["FileService", "SearchService", "handlers", "openapi", "shutdown", "startup"]

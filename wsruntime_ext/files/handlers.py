@@ -170,7 +170,7 @@ class FilesHandler(ApiHandler):
 
     async def send_listing(self, wp: WorkspacePath) -> None:
         hidden, limit = self.listing_options()
-        body = await self.run_blocking(self.files.list_directory, wp, hidden, limit)
+        body = await self.files.walk(self.files.list_directory, wp, hidden, limit)
         self.send_raw_json(body)
 
 
@@ -306,21 +306,39 @@ class FileHandler(FilesHandler):
             self.finish(opened.data[start : end + 1] if byte_range is not None else opened.data)
             return
         assert opened.fd is not None
+        fd = opened.fd
         offset, remaining = start, length
-        while remaining > 0:
-            chunk: bytes = await self.run_blocking(self.files.read_chunk, opened.fd, offset, min(READ_CHUNK, remaining))
-            if not chunk:
-                # The file shrank under us: the promised length cannot be kept; close the connection.
-                log.warning("%s shrank while being sent; closing the connection", wp.rel)
-                self.request.connection.stream.close()
-                return
-            self.write(chunk)
-            try:
-                await self.flush()
-            except tornado.iostream.StreamClosedError:
-                return  # the client went away
-            offset += len(chunk)
-            remaining -= len(chunk)
+        # One chunk is read ahead while the one before goes out: the disk and the socket overlap, and at
+        # most two chunks per response are in memory. The read ahead is always awaited before the file
+        # is closed, so no thread ever reads a descriptor number that was reused meanwhile.
+        pending: Awaitable[bytes] | None = self.run_blocking(
+            self.files.read_chunk, fd, offset, min(READ_CHUNK, remaining)
+        )
+        try:
+            while pending is not None:
+                chunk = await pending
+                pending = None
+                if not chunk:
+                    # The file shrank under us: the promised length cannot be kept; close the connection.
+                    log.warning("%s shrank while being sent; closing the connection", wp.rel)
+                    self.request.connection.stream.close()
+                    return
+                offset += len(chunk)
+                remaining -= len(chunk)
+                if remaining > 0:
+                    pending = self.run_blocking(self.files.read_chunk, fd, offset, min(READ_CHUNK, remaining))
+                self.write(chunk)
+                del chunk
+                try:
+                    await self.flush()
+                except tornado.iostream.StreamClosedError:
+                    return  # the client went away
+        finally:
+            if pending is not None:
+                try:
+                    await pending
+                except Exception:  # only waited for, so that the descriptor can be closed
+                    log.debug("read ahead failed", exc_info=True)
         self.finish()
 
     # -- writing ------------------------------------------------------------------------------

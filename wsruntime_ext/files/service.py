@@ -8,8 +8,10 @@ shape; operating-system errors are mapped by :func:`os_error`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import concurrent.futures
 import dataclasses
 import errno
 import json
@@ -18,8 +20,10 @@ import os
 import re
 import shutil
 import stat
+import sys
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Callable, TypeVar
 
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.config import Config
@@ -35,8 +39,9 @@ from wsruntime_ext.paths import (
     resolve_in_workspace,
 )
 
+T = TypeVar("T")
 SMALL_FILE = 256 << 10  # read whole in the same thread hop as the open
-READ_CHUNK = 512 << 10  # streamed reads: one chunk in memory per response, awaited before the next
+READ_CHUNK = 1 << 20  # streamed reads: a chunk goes out while the next is read (two in memory per response)
 JSON_READ_LIMIT = 32 << 20  # ?format=json answers hold the file in memory (and base64 grows it by a third)
 JSON_WRITE_LIMIT = 48 << 20  # ?format=json bodies are parsed in memory; raw bodies stream and take --max-upload-size
 
@@ -161,6 +166,22 @@ def _fd_inside(fd: int, root: str) -> bool:
     return is_within(root, where)
 
 
+def _rmtree(name: str, parent_fd: int, path: str) -> None:
+    """Remove a directory tree, never following symlinks (fd-based), relative to ``parent_fd`` where the
+    interpreter can (3.11+)."""
+    if sys.version_info >= (3, 11):
+        shutil.rmtree(name, dir_fd=parent_fd)
+    else:  # pragma: no cover - older interpreters: by path, still fd-based below it
+        shutil.rmtree(path)
+
+
+def _fsync_fd(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories
+        pass
+
+
 def _outside(rel: str) -> ApiError:
     return ApiError(403, "path_outside_workspace", "Path resolves outside the workspace", path=rel)
 
@@ -242,6 +263,17 @@ class FileService:
     def __init__(self, config: Config) -> None:
         self.root = config.workspace
         self.state_dir = os.path.realpath(config.state_dir)
+        # Directory walks (listings, the Python search) get threads of their own, two at a time: a walk
+        # releases the GIL for every stat, and many walks at once hand it around so often that each
+        # crawls (and they would fill the shared pool that reads and writes need).
+        self.walker = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="wsruntime-walk")
+
+    def walk(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """Run a directory walk on the walker threads."""
+        return asyncio.get_running_loop().run_in_executor(self.walker, fn, *args)
+
+    def shutdown(self) -> None:
+        self.walker.shutdown(wait=False)
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -280,31 +312,34 @@ class FileService:
         try:
             if not _fd_inside(fd, self.root):
                 raise _outside(wp.rel)
-            with os.scandir(wp.real) as it:
-                for entry in it:
-                    name = entry.name
-                    if not hidden and name[:1] == ".":
-                        continue
-                    try:
-                        is_dir = entry.is_dir(follow_symlinks=False)
-                    except OSError:
-                        is_dir = False
-                    items.append((not is_dir, name, entry))
-        except OSError as exc:
-            raise os_error(exc, wp.rel) from None
+            # Through the checked descriptor: entries are stat'ed relative to it (fstatat), never by a path
+            # that a concurrent rename could send elsewhere.
+            try:
+                with os.scandir(fd) as it:
+                    for entry in it:
+                        name = entry.name
+                        if not hidden and name[:1] == ".":
+                            continue
+                        try:
+                            is_dir = entry.is_dir(follow_symlinks=False)
+                        except OSError:
+                            is_dir = False
+                        items.append((not is_dir, name, entry))
+            except OSError as exc:
+                raise os_error(exc, wp.rel) from None
+            items.sort(key=lambda item: (item[0], item[1]))
+            total = len(items)
+            truncated = limit is not None and total > limit
+            if truncated:
+                items = items[:limit]
+            prefix = f"{wp.rel}/" if wp.rel else ""
+            entries = [self._entry(entry, prefix, fd, wp.real) for _, _, entry in items]
         finally:
             os.close(fd)
-        items.sort(key=lambda item: (item[0], item[1]))
-        total = len(items)
-        truncated = limit is not None and total > limit
-        if truncated:
-            items = items[:limit]
-        prefix = f"{wp.rel}/" if wp.rel else ""
-        entries = [self._entry(entry, prefix) for _, _, entry in items]
         body = {"path": wp.rel, "entries": entries, "total": total, "truncated": truncated}
         return json.dumps(body, separators=(",", ":")).encode("ascii")
 
-    def _entry(self, item: os.DirEntry[str], prefix: str) -> dict[str, Any]:
+    def _entry(self, item: os.DirEntry[str], prefix: str, dir_fd: int, directory: str) -> dict[str, Any]:
         name = item.name
         shown = name
         bad_name = False
@@ -346,10 +381,10 @@ class FileService:
             entry = {"name": shown, "path": prefix + shown, "type": "symlink", "size": st.st_size}
             entry["modified"] = iso_time(st.st_mtime)
             try:
-                entry["target"] = os.fsencode(os.readlink(item.path)).decode("utf-8", "replace")
+                entry["target"] = os.fsencode(os.readlink(name, dir_fd=dir_fd)).decode("utf-8", "replace")
             except OSError:
                 entry["target"] = None
-            entry["target_type"] = self._target_type(item.path)
+            entry["target_type"] = self._target_type(os.path.join(directory, name))
         else:
             entry = {"name": shown, "path": prefix + shown, "type": "other", "size": st.st_size}
             entry["modified"] = iso_time(st.st_mtime)
@@ -589,31 +624,48 @@ class FileService:
             raise ApiError(403, "cannot_delete_root", "The workspace root cannot be deleted", path="")
         if self.protects(wp):
             raise ApiError(403, "protected_path", "This holds the runtime's state directory", path=wp.rel)
+        parent, name = os.path.split(wp.path)
+        parent_fd = self._open_directory(parent, wp.rel)
         try:
-            st = os.lstat(wp.path)
-        except OSError as exc:
-            raise os_error(exc, wp.rel) from None
-        preconditions.check(st, wp.rel)
+            # Relative to the checked parent: a parent swapped for a link since cannot redirect the delete.
+            try:
+                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            except OSError as exc:
+                raise os_error(exc, wp.rel) from None
+            preconditions.check(st, wp.rel)
+            try:
+                if stat.S_ISDIR(st.st_mode):
+                    try:
+                        os.rmdir(name, dir_fd=parent_fd)
+                    except OSError as exc:
+                        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                            raise
+                        if not recursive:
+                            raise ApiError(
+                                409,
+                                "directory_not_empty",
+                                f"{wp.rel} is not empty; pass ?recursive=true to delete it with its content",
+                                path=wp.rel,
+                            ) from None
+                        _rmtree(name, parent_fd, wp.path)
+                else:
+                    os.unlink(name, dir_fd=parent_fd)
+            except OSError as exc:
+                raise os_error(exc, wp.rel, writing=True) from None
+            _fsync_fd(parent_fd)
+        finally:
+            os.close(parent_fd)
+
+    def _open_directory(self, path: str, rel: str) -> int:
+        """A descriptor of a directory, checked to lie in the workspace."""
         try:
-            if stat.S_ISDIR(st.st_mode):
-                try:
-                    os.rmdir(wp.path)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                        raise
-                    if not recursive:
-                        raise ApiError(
-                            409,
-                            "directory_not_empty",
-                            f"{wp.rel} is not empty; pass ?recursive=true to delete it with its content",
-                            path=wp.rel,
-                        ) from None
-                    shutil.rmtree(wp.path)  # never follows symlinks (fd-based on Linux)
-            else:
-                os.unlink(wp.path)
+            fd = os.open(path, _DIR_FLAGS | getattr(os, "O_DIRECTORY", 0))
         except OSError as exc:
-            raise os_error(exc, wp.rel, writing=True) from None
-        fsync_directory(os.path.dirname(wp.path))
+            raise os_error(exc, rel) from None
+        if not _fd_inside(fd, self.root):
+            os.close(fd)
+            raise _outside(rel)
+        return fd
 
     def move(self, source: WorkspacePath, target: WorkspacePath, overwrite: bool, preconditions: Preconditions) -> str:
         """Rename ``source`` (a symlink itself, not its target) to ``target``; parents of the target are created."""
@@ -632,12 +684,18 @@ class FileService:
             return target.rel
         if stat.S_ISDIR(st.st_mode) and is_within(source.path, target.path):
             raise ApiError(400, "invalid_move", "A directory cannot be moved into itself", path=target.rel)
-        parent = os.path.dirname(target.path)
+        parent, target_name = os.path.split(target.path)
+        source_parent, source_name = os.path.split(source.path)
         created: list[str] = []
+        fds: list[int] = []
         try:
             with COMMIT_LOCK:
+                # Both ends relative to checked parent descriptors: a parent swapped for a link since the
+                # paths were resolved cannot redirect the rename.
+                fds.append(self._open_directory(source_parent, source.rel))
+                source_fd = fds[0]
                 try:
-                    st = os.lstat(source.path)
+                    st = os.stat(source_name, dir_fd=source_fd, follow_symlinks=False)
                 except OSError as exc:
                     raise os_error(exc, source.rel) from None
                 preconditions.check(st, source.rel)
@@ -652,15 +710,19 @@ class FileService:
                         path=target.rel,
                     )
                 created = self._make_dirs(parent, target.rel)
+                fds.append(self._open_directory(parent, target.rel))
+                target_fd = fds[1]
                 if exists:
-                    target_st = os.lstat(target.path)
+                    target_st = os.stat(target_name, dir_fd=target_fd, follow_symlinks=False)
                     if stat.S_ISDIR(target_st.st_mode) and not stat.S_ISDIR(st.st_mode):
                         raise ApiError(409, "is_a_directory", f"{target.rel} is a directory", path=target.rel)
                     if not stat.S_ISDIR(target_st.st_mode) and stat.S_ISDIR(st.st_mode):
                         raise ApiError(409, "not_a_directory", f"{target.rel} is a file", path=target.rel)
-                    os.rename(source.path, target.path)
+                    os.rename(source_name, target_name, src_dir_fd=source_fd, dst_dir_fd=target_fd)
                 else:
-                    rename_noreplace(source.path, target.path)
+                    rename_noreplace(source_name, target_name, source_fd, target_fd)
+            for fd in fds:
+                _fsync_fd(fd)
         except ApiError:
             self._remove_dirs(created)
             raise
@@ -671,8 +733,9 @@ class FileService:
                     409, "cross_device", "The target is on another file system; copy and delete instead"
                 ) from None
             raise os_error(exc, target.rel, writing=True) from None
-        fsync_directory(parent)
-        fsync_directory(os.path.dirname(source.path))
+        finally:
+            for fd in fds:
+                os.close(fd)
         return target.rel
 
     def _make_dirs(self, directory: str, rel: str) -> list[str]:
