@@ -272,3 +272,38 @@ def test_atomic_write_readers_never_see_partial(tmp_path: os.PathLike[str]) -> N
     stop.set()
     thread.join()
     assert b"torn" not in seen
+
+
+def _reference_resolution(root: str, client_path: str) -> tuple[str, str] | None:
+    """The jail's resolution done with os.path.realpath alone (what the fast path must equal)."""
+    parts = [p for p in client_path.split("/") if p not in ("", ".")]
+    joined = os.path.join(root, *parts)
+    if parts[-1] == "..":
+        return os.path.realpath(joined), os.path.realpath(joined)
+    path = os.path.join(os.path.realpath(os.path.dirname(joined)), parts[-1])
+    return path, os.path.realpath(path)
+
+
+def test_fast_resolution_equals_realpath(jail: str) -> None:
+    """Every path built from the fixture's names, links and ``..`` resolves exactly as os.path.realpath does."""
+    import itertools
+
+    def inside(path: str) -> bool:
+        return path == jail or path.startswith(jail + os.sep)
+
+    names = ["src", "deep", "app.py", "..", "out", "inside-link", "up-inside", "chain2", "rootlink", "missing"]
+    checked = 0
+    for depth in (1, 2, 3):
+        for combo in itertools.product([*names, "loop-a"], repeat=depth):
+            client_path = "/".join(combo)
+            expected = _reference_resolution(jail, client_path)
+            assert expected is not None
+            try:
+                got = resolve_in_workspace(jail, client_path, follow_final=False)
+            except ApiError:
+                # Refused: what realpath gives lies outside (the whole path for "..", else its parent).
+                assert not inside(expected[1] if combo[-1] == ".." else os.path.dirname(expected[0])), client_path
+                continue
+            assert (got.path, got.real) == expected, client_path
+            checked += 1
+    assert checked > 100

@@ -30,10 +30,43 @@ from wsruntime_ext.base import ApiError
 _CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
 _UMASK: int | None = None
 
-# Check-then-rename sections of every commit and move run one at a time, so a precondition
-# checked there still holds when the rename lands (renames are microseconds; fsyncs stay outside).
-COMMIT_LOCK = threading.Lock()
+# Check-then-rename sections run one at a time per target (locks striped by path), so a precondition
+# checked there still holds when the rename lands; only a stat, the check and the rename run inside.
+_COMMIT_LOCKS = [threading.Lock() for _ in range(64)]
 _last_mtime_ns = 0
+
+
+def commit_lock(path: str) -> threading.Lock:
+    """The lock of the check-and-rename sections that land on ``path``."""
+    return _COMMIT_LOCKS[hash(path) % len(_COMMIT_LOCKS)]
+
+
+class commit_locks:
+    """``with commit_locks(a, b):`` holds the sections of several paths (in a fixed order: no deadlock)."""
+
+    def __init__(self, *paths: str) -> None:
+        self.locks = [_COMMIT_LOCKS[i] for i in sorted({hash(p) % len(_COMMIT_LOCKS) for p in paths})]
+
+    def __enter__(self) -> None:
+        for lock in self.locks:
+            lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        for lock in reversed(self.locks):
+            lock.release()
+
+
+def _same_version(a: os.stat_result | None, b: os.stat_result | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a.st_ino, a.st_size, a.st_mtime_ns, a.st_mode, a.st_uid, a.st_gid) == (
+        b.st_ino,
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_mode,
+        b.st_uid,
+        b.st_gid,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +124,7 @@ def resolve_in_workspace(root: str, client_path: str, follow_final: bool = True)
         return WorkspacePath("", root, root)
 
     joined = os.path.join(root, *parts)
-    parent_real = os.path.realpath(os.path.dirname(joined))
+    parent_real = _realpath_below(root, parts[:-1])
     name = os.path.basename(joined)
     if name == "..":
         # "a/.." names a directory, not a link: resolve it whole.
@@ -104,11 +137,45 @@ def resolve_in_workspace(root: str, client_path: str, follow_final: bool = True)
     if not is_within(root, parent_real):
         raise _outside(client_path)
     path = os.path.join(parent_real, name)
-    real = os.path.realpath(path)
+    real = _realpath_last(path)
     if follow_final and not is_within(root, real):
         raise _outside(client_path)
     rel = os.path.relpath(path, root).replace(os.sep, "/")
     return WorkspacePath("" if rel == "." else rel, path, real)
+
+
+def _realpath_below(root: str, parts: list[str]) -> str:
+    """``os.path.realpath(root/parts...)`` for a ``root`` that is a real path already.
+
+    The common case — every component exists and none is a symlink or ``..``
+    — costs one ``lstat`` per component below the root instead of one per
+    component from ``/`` (this runs on the event loop for every request).
+    Anything else (a link, ``..``, a missing component) is answered by
+    ``os.path.realpath`` itself, so the result is the same in every case.
+    """
+    path = root
+    for part in parts:
+        if part == "..":
+            return os.path.realpath(os.path.join(root, *parts))
+        candidate = f"{path}/{part}" if path != "/" else f"/{part}"
+        try:
+            mode = os.lstat(candidate).st_mode
+        except OSError:
+            return os.path.realpath(os.path.join(root, *parts))
+        if stat.S_ISLNK(mode):
+            return os.path.realpath(os.path.join(root, *parts))
+        path = candidate
+    return path
+
+
+def _realpath_last(path: str) -> str:
+    """``os.path.realpath(path)`` for a path whose parent is real already: only the last part may be a link."""
+    try:
+        if not stat.S_ISLNK(os.lstat(path).st_mode):
+            return path
+    except OSError:
+        return path  # missing (or unreachable): realpath keeps it as it is
+    return os.path.realpath(path)
 
 
 def file_etag(st: os.stat_result) -> str:
@@ -159,8 +226,8 @@ def rename_noreplace(
     source: str, target: str, source_dir_fd: int | None = None, target_dir_fd: int | None = None
 ) -> None:
     """Rename ``source`` to ``target`` unless ``target`` exists (FileExistsError), atomically where the
-    kernel can (``renameat2(RENAME_NOREPLACE)``); elsewhere checked and renamed under ``COMMIT_LOCK``
-    (callers already hold it), which still excludes every writer in this process. With directory
+    kernel can (``renameat2(RENAME_NOREPLACE)``); elsewhere checked and renamed in the caller's
+    ``commit_lock`` section, which still excludes every writer in this process. With directory
     descriptors the names are taken relative to them, as ``os.rename`` does."""
     function = _load_renameat2()
     source_fd = _AT_FDCWD if source_dir_fd is None else source_dir_fd
@@ -297,25 +364,23 @@ class AtomicWriter:
         return self.landed
 
     def _publish(self, fd: int, replace: bool, check: Callable[[os.stat_result | None], None] | None) -> None:
-        """The check-and-rename section: one commit of this process at a time."""
-        with COMMIT_LOCK:
-            try:
-                old: os.stat_result | None = os.stat(self.target)
-            except (FileNotFoundError, NotADirectoryError):
-                old = None
-            if old is not None and stat.S_ISDIR(old.st_mode):
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.target)
+        """Stamp the new version, then the check-and-rename section (one commit per target at a time).
+
+        Mode, owner and modification time are set before the section, from
+        the version seen then; inside, only the check and the rename run,
+        unless the target changed meanwhile (then they are set again there).
+        """
+        old = self._stat_target()
+        self._stamp(fd, old)
+        with commit_lock(self.target):
+            current = self._stat_target()
+            if not _same_version(current, old):
+                old = current
+                self._stamp(fd, old)
             if check is not None:
                 check(old)
             if old is not None and not replace:
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), self.target)
-            mode = self._mode if self._mode is not None else stat.S_IMODE(old.st_mode) if old else _default_file_mode()
-            os.fchmod(fd, mode)
-            if old is not None and os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
-                os.fchown(fd, old.st_uid, old.st_gid)
-            stamp = next_mtime_ns(old.st_mtime_ns if old is not None else None)
-            os.utime(fd, ns=(stamp, stamp))
-            self.landed = os.fstat(fd)  # the version being published (a rename changes none of its ETag parts)
             if self.temp_dir != self.directory:
                 self._make_parents()
             if replace:
@@ -325,10 +390,31 @@ class AtomicWriter:
             self.created = old is None
             self._done = True
 
+    def _stat_target(self) -> os.stat_result | None:
+        try:
+            old = os.stat(self.target)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISDIR(old.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.target)
+        return old
+
+    def _stamp(self, fd: int, old: os.stat_result | None) -> None:
+        """The old version's mode (and owner), and a modification time later than it and than any stamped before."""
+        mode = self._mode if self._mode is not None else stat.S_IMODE(old.st_mode) if old else _default_file_mode()
+        os.fchmod(fd, mode)
+        if old is not None and os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+            os.fchown(fd, old.st_uid, old.st_gid)
+        stamp = next_mtime_ns(old.st_mtime_ns if old is not None else None)
+        os.utime(fd, ns=(stamp, stamp))
+        self.landed = os.fstat(fd)  # the version being published (a rename changes none of its ETag parts)
+
     def _make_parents(self) -> None:
         missing: list[str] = []
         current = self.directory
         while not os.path.isdir(current):
+            if os.path.lexists(current):  # a file (or a dangling link) where a parent should be
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), current)
             missing.append(current)
             parent = os.path.dirname(current)
             if parent == current:

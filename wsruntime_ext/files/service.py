@@ -28,9 +28,9 @@ from typing import Any, Callable, TypeVar
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.config import Config
 from wsruntime_ext.paths import (
-    COMMIT_LOCK,
     AtomicWriter,
     WorkspacePath,
+    commit_locks,
     file_etag,
     fsync_directory,
     is_within,
@@ -584,7 +584,7 @@ class FileService:
         return {**self.describe(wp.rel, st), "created": writer.created}
 
     def write_bytes(self, wp: WorkspacePath, data: bytes, preconditions: Preconditions) -> dict[str, Any]:
-        self.check_writable(wp, preconditions)
+        """A whole body at once: the commit checks what ``check_writable`` would (it runs anyway)."""
         writer = self.begin_write(wp)
         try:
             self.write_chunk(writer, data, wp.rel)
@@ -689,7 +689,7 @@ class FileService:
         created: list[str] = []
         fds: list[int] = []
         try:
-            with COMMIT_LOCK:
+            with commit_locks(source.path, target.path):
                 # Both ends relative to checked parent descriptors: a parent swapped for a link since the
                 # paths were resolved cannot redirect the rename.
                 fds.append(self._open_directory(source_parent, source.rel))
