@@ -489,7 +489,7 @@ def bench_target(scenario: Scenario, server: Server, opts: argparse.Namespace, s
         "headers": headers,
         "body_bytes": None if request.body is None else len(request.body),
     }
-    status, answer = http_request(server.port, request, server.target.headers)
+    status, answer = http_request(server.port, request, server.target.headers, timeout=float(opts.wrk_timeout))
     record["preflight"] = {"status": status, "body_bytes": len(answer)}
     if status != request.expect_status:
         raise BenchError(
