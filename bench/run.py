@@ -130,7 +130,7 @@ SCENARIOS: list[Scenario] = [
     Scenario(
         name="list-10k",
         description="list a directory of 10,000 files: wsruntime GET /api/v1/files?path=dir10k vs jupyter_server "
-        "GET /api/contents/dir10k?content=1 (2 connections: 50 queued listings of 2 s each would only measure queueing)",
+        "GET /api/contents/dir10k?content=1 (2 connections: 50 queued 2 s listings would only measure queueing)",
         requests={
             "wsruntime": Request("/api/v1/files?path=dir10k"),
             "jupyter_server": Request("/api/contents/dir10k?content=1"),
