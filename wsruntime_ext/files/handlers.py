@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import os
 import re
 import urllib.parse
 from collections.abc import Awaitable
@@ -474,8 +475,6 @@ class UploadHandler(FilesHandler):
 
     @staticmethod
     def _check_base(base: WorkspacePath) -> None:
-        import os
-
         if os.path.lexists(base.real) and not os.path.isdir(base.real):
             raise ApiError(400, "not_a_directory", f"{base.rel} is not a directory", path=base.rel)
 
@@ -596,7 +595,5 @@ class SearchHandler(FilesHandler):
 
 
 def _check_exists(wp: WorkspacePath) -> None:
-    import os
-
     if not os.path.exists(wp.real):
         raise ApiError(404, "not_found", f"No such file or directory: {wp.rel or '/'}", path=wp.rel)
