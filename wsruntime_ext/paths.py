@@ -178,6 +178,31 @@ def _realpath_last(path: str) -> str:
     return os.path.realpath(path)
 
 
+_PROC_FD = "/proc/self/fd"
+_HAS_PROC_FD = os.path.isdir(_PROC_FD)
+
+
+def fd_inside_workspace(fd: int, root: str) -> bool:
+    """Whether an open descriptor really lies in the workspace (``/proc/self/fd``; True where there is none).
+
+    Checked after every open of a client path, it closes the race where a
+    directory on the path is swapped for a symlink between the jail's check
+    and the open.
+    """
+    if not _HAS_PROC_FD:
+        return True
+    try:
+        where = os.readlink(f"{_PROC_FD}/{fd}")
+    except OSError:
+        return True
+    return is_within(root, where)
+
+
+def outside_workspace(client_path: str) -> ApiError:
+    """The jail's refusal: 403 ``path_outside_workspace``."""
+    return ApiError(403, "path_outside_workspace", "Path resolves outside the workspace", path=client_path)
+
+
 def file_etag(st: os.stat_result) -> str:
     """A strong ETag for a file version: device, inode, size and the nanosecond modification time.
 

@@ -1,7 +1,8 @@
 """The Files area (API.md "Files"): list, read, write, delete, upload, move, mkdir and search.
 
-``service.py`` holds the logic (``FileService``), ``upload.py`` the streamed
-all-or-nothing multipart upload, ``search.py`` content and name search
+``service.py`` holds the logic (``FileService``), ``listing.py`` directory
+listings, ``errors.py`` the mapping of OS errors to answers, ``upload.py``
+the streamed all-or-nothing multipart upload, ``search.py`` content and name search
 (ripgrep or a Python walk), ``handlers.py`` the thin HTTP layer and
 ``spec.py`` the OpenAPI description of the routes below.
 """

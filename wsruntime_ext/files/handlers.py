@@ -20,6 +20,7 @@ import tornado.httputil
 import tornado.iostream
 
 from wsruntime_ext.base import DRAIN_LIMIT, ApiError, ApiHandler, log
+from wsruntime_ext.files.listing import guess_mime
 from wsruntime_ext.files.search import SearchQuery
 from wsruntime_ext.files.service import (
     JSON_WRITE_LIMIT,
@@ -27,7 +28,6 @@ from wsruntime_ext.files.service import (
     FileService,
     OpenedFile,
     Preconditions,
-    guess_mime,
     parse_etags,
 )
 from wsruntime_ext.files.upload import MultipartUpload, multipart_boundary

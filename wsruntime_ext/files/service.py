@@ -2,8 +2,9 @@
 
 Every client path goes through the workspace jail; every blocking step
 (directory walks, opens, reads, writes, renames, deletes) is a plain function
-meant to run in the Context's thread pool. Errors are ApiErrors in API.md's
-shape; operating-system errors are mapped by :func:`os_error`.
+meant to run in a thread pool (directory walks on the service's own). Errors are ApiErrors in API.md's
+shape; operating-system errors are mapped by :func:`errors.os_error`, and
+listings live in listing.py.
 """
 
 from __future__ import annotations
@@ -14,27 +15,28 @@ import binascii
 import concurrent.futures
 import dataclasses
 import errno
-import json
-import mimetypes
 import os
 import re
 import shutil
 import stat
 import sys
-import time
 from collections.abc import Awaitable
 from typing import Any, Callable, TypeVar
 
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.config import Config
+from wsruntime_ext.files.errors import os_error
+from wsruntime_ext.files.listing import DIR_FLAGS, guess_mime, iso_time, list_directory
 from wsruntime_ext.paths import (
     AtomicWriter,
     WorkspacePath,
     commit_locks,
+    fd_inside_workspace,
     file_etag,
     fsync_directory,
     is_within,
     nearest_existing_directory,
+    outside_workspace,
     rename_noreplace,
     resolve_in_workspace,
 )
@@ -45,125 +47,7 @@ READ_CHUNK = 1 << 20  # streamed reads: a chunk goes out while the next is read 
 JSON_READ_LIMIT = 32 << 20  # ?format=json answers hold the file in memory (and base64 grows it by a third)
 JSON_WRITE_LIMIT = 48 << 20  # ?format=json bodies are parsed in memory; raw bodies stream and take --max-upload-size
 
-# Names Python's built-in table misses or gets wrong for a code workspace (.ts is not an MPEG stream here).
-_MIME_OVERRIDES = {
-    ".ts": "text/x-typescript",
-    ".tsx": "text/x-typescript",
-    ".mts": "text/x-typescript",
-    ".cts": "text/x-typescript",
-    ".jsx": "text/javascript",
-    ".mjs": "text/javascript",
-    ".cjs": "text/javascript",
-    ".md": "text/markdown",
-    ".markdown": "text/markdown",
-    ".yaml": "application/yaml",
-    ".yml": "application/yaml",
-    ".toml": "application/toml",
-    ".rs": "text/x-rust",
-    ".go": "text/x-go",
-    ".java": "text/x-java",
-    ".kt": "text/x-kotlin",
-    ".rb": "text/x-ruby",
-    ".php": "text/x-php",
-    ".sh": "text/x-shellscript",
-    ".bash": "text/x-shellscript",
-    ".zsh": "text/x-shellscript",
-    ".vue": "text/x-vue",
-    ".svelte": "text/x-svelte",
-    ".scss": "text/x-scss",
-    ".sql": "application/sql",
-    ".ipynb": "application/x-ipynb+json",
-    ".lock": "text/plain",
-    ".log": "text/plain",
-    ".ini": "text/plain",
-    ".cfg": "text/plain",
-    ".env": "text/plain",
-    ".wasm": "application/wasm",
-    ".webp": "image/webp",
-}
-# Python's built-in table only: the answer must not depend on the machine's /etc/mime.types.
-_MIME_TABLE = mimetypes.MimeTypes(filenames=())
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not hang us
-_PROC_FD = "/proc/self/fd"
-_HAS_PROC_FD = os.path.isdir(_PROC_FD)
-
-
-_MIME_CACHE: dict[str, str | None] = {}
-_SECONDS_CACHE: dict[int, str] = {}
-
-
-def guess_mime(name: str) -> str | None:
-    """The media type for a file name, None when unknown (cached by suffix: listings ask 100k times)."""
-    dot = name.rfind(".")
-    if dot <= 0:
-        return None
-    before = name.rfind(".", 0, dot)
-    key = name[before if before > 0 else dot :].lower()  # the last two suffixes decide (".tar.gz")
-    try:
-        return _MIME_CACHE[key]
-    except KeyError:
-        pass
-    mime = _MIME_OVERRIDES.get(name[dot:].lower()) or _MIME_TABLE.guess_type("x" + key, strict=False)[0]
-    if len(_MIME_CACHE) > 4096:
-        _MIME_CACHE.clear()
-    _MIME_CACHE[key] = mime
-    return mime
-
-
-def iso_time(seconds: float) -> str:
-    """API.md's timestamp: ISO 8601 UTC with milliseconds."""
-    whole = int(seconds // 1)
-    millis = int((seconds - whole) * 1000)
-    prefix = _SECONDS_CACHE.get(whole)
-    if prefix is None:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        if len(_SECONDS_CACHE) > 65536:
-            _SECONDS_CACHE.clear()
-        _SECONDS_CACHE[whole] = prefix
-    return f"{prefix}.{millis:03d}Z"
-
-
-def os_error(exc: OSError, rel: str, writing: bool = False) -> ApiError:
-    """An operating-system error as the API's answer; anything unexpected is re-raised (a 500, logged)."""
-    code = exc.errno
-    if code == errno.ENOENT or (code == errno.ENOTDIR and not writing):
-        return ApiError(404, "not_found", f"No such file or directory: {rel or '/'}", path=rel)
-    if code == errno.ENOTDIR:
-        return ApiError(409, "not_a_directory", "A parent of this path is a file, not a directory", path=rel)
-    if code == errno.EISDIR:
-        return ApiError(409, "is_a_directory", f"{rel or '/'} is a directory", path=rel)
-    if code == errno.EEXIST:
-        return ApiError(409, "already_exists", f"{rel} already exists", path=rel)
-    if code == errno.ENOTEMPTY:
-        return ApiError(409, "directory_not_empty", f"{rel} is a directory that is not empty", path=rel)
-    if code in (errno.EACCES, errno.EPERM):
-        return ApiError(403, "permission_denied", f"Permission denied: {rel or '/'}", path=rel)
-    if code == errno.EROFS:
-        return ApiError(403, "read_only_file_system", "The file system is read-only", path=rel)
-    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return ApiError(507, "insufficient_storage", "Not enough space left on the device", path=rel)
-    if code == errno.ENAMETOOLONG:
-        return ApiError(400, "name_too_long", "A name in the path is too long", path=rel)
-    if code == errno.ELOOP:
-        return ApiError(400, "symlink_loop", "Too many levels of symbolic links", path=rel)
-    if code == errno.EBUSY:
-        return ApiError(409, "busy", f"{rel or '/'} is in use (a mount point?)", path=rel)
-    if code == errno.EINVAL:
-        return ApiError(400, "invalid_operation", str(exc.strerror or exc), path=rel)
-    raise exc
-
-
-def _fd_inside(fd: int, root: str) -> bool:
-    """Whether an open descriptor really lies in the workspace (closes the race where a directory
-    on the path is swapped for a symlink between the check and the open)."""
-    if not _HAS_PROC_FD:
-        return True
-    try:
-        where = os.readlink(f"{_PROC_FD}/{fd}")
-    except OSError:
-        return True
-    return is_within(root, where)
 
 
 def _rmtree(name: str, parent_fd: int, path: str) -> None:
@@ -180,10 +64,6 @@ def _fsync_fd(fd: int) -> None:
         os.fsync(fd)
     except OSError:  # some file systems refuse fsync on directories
         pass
-
-
-def _outside(rel: str) -> ApiError:
-    return ApiError(403, "path_outside_workspace", "Path resolves outside the workspace", path=rel)
 
 
 _ETAG_TOKEN = re.compile(r'\s*(\*|(?:W/)?"[^"]*")\s*(?:,|$)')
@@ -293,115 +173,8 @@ class FileService:
     # -- listing ----------------------------------------------------------------------------
 
     def list_directory(self, wp: WorkspacePath, hidden: bool = True, limit: int | None = None) -> bytes:
-        """The listing as JSON bytes: directories first, then by name; ``limit`` cuts it (``truncated``).
-
-        One entry that cannot be read (vanished, unreadable, a broken link,
-        a name that is not UTF-8) never fails the whole listing.
-        """
-        try:
-            st = os.stat(wp.real)
-        except OSError as exc:
-            raise os_error(exc, wp.rel) from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise ApiError(400, "not_a_directory", f"{wp.rel} is not a directory", path=wp.rel)
-        items: list[tuple[bool, str, os.DirEntry[str]]] = []
-        try:
-            fd = os.open(wp.real, _DIR_FLAGS)
-        except OSError as exc:
-            raise os_error(exc, wp.rel) from None
-        try:
-            if not _fd_inside(fd, self.root):
-                raise _outside(wp.rel)
-            # Through the checked descriptor: entries are stat'ed relative to it (fstatat), never by a path
-            # that a concurrent rename could send elsewhere.
-            try:
-                with os.scandir(fd) as it:
-                    for entry in it:
-                        name = entry.name
-                        if not hidden and name[:1] == ".":
-                            continue
-                        try:
-                            is_dir = entry.is_dir(follow_symlinks=False)
-                        except OSError:
-                            is_dir = False
-                        items.append((not is_dir, name, entry))
-            except OSError as exc:
-                raise os_error(exc, wp.rel) from None
-            items.sort(key=lambda item: (item[0], item[1]))
-            total = len(items)
-            truncated = limit is not None and total > limit
-            if truncated:
-                items = items[:limit]
-            prefix = f"{wp.rel}/" if wp.rel else ""
-            entries = [self._entry(entry, prefix, fd, wp.real) for _, _, entry in items]
-        finally:
-            os.close(fd)
-        body = {"path": wp.rel, "entries": entries, "total": total, "truncated": truncated}
-        return json.dumps(body, separators=(",", ":")).encode("ascii")
-
-    def _entry(self, item: os.DirEntry[str], prefix: str, dir_fd: int, directory: str) -> dict[str, Any]:
-        name = item.name
-        shown = name
-        bad_name = False
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:  # bytes that are not UTF-8: shown, but cannot be named in a request
-            shown = os.fsencode(name).decode("utf-8", "replace")
-            bad_name = True
-        try:
-            st = item.stat(follow_symlinks=False)
-        except OSError:
-            entry: dict[str, Any] = {
-                "name": shown,
-                "path": prefix + shown,
-                "type": "other",
-                "size": 0,
-                "modified": None,
-            }
-            return entry
-        mode = st.st_mode
-        if stat.S_ISREG(mode):
-            entry = {
-                "name": shown,
-                "path": prefix + shown,
-                "type": "file",
-                "size": st.st_size,
-                "modified": iso_time(st.st_mtime),
-                "mime": guess_mime(name),
-            }
-        elif stat.S_ISDIR(mode):
-            entry = {
-                "name": shown,
-                "path": prefix + shown,
-                "type": "directory",
-                "size": 0,
-                "modified": iso_time(st.st_mtime),
-            }
-        elif stat.S_ISLNK(mode):
-            entry = {"name": shown, "path": prefix + shown, "type": "symlink", "size": st.st_size}
-            entry["modified"] = iso_time(st.st_mtime)
-            try:
-                entry["target"] = os.fsencode(os.readlink(name, dir_fd=dir_fd)).decode("utf-8", "replace")
-            except OSError:
-                entry["target"] = None
-            entry["target_type"] = self._target_type(os.path.join(directory, name))
-        else:
-            entry = {"name": shown, "path": prefix + shown, "type": "other", "size": st.st_size}
-            entry["modified"] = iso_time(st.st_mtime)
-        if bad_name:
-            entry["invalid_name"] = True
-        return entry
-
-    def _target_type(self, link: str) -> str | None:
-        """What a symlink leads to — only when that is inside the workspace (None: broken or outside)."""
-        real = os.path.realpath(link)
-        if not is_within(self.root, real):
-            return None
-        try:
-            mode = os.stat(real).st_mode
-        except OSError:
-            return None
-        return "directory" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+        """The listing as JSON bytes (see listing.py); blocking: run it through :meth:`walk`."""
+        return list_directory(self.root, wp, hidden, limit)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -414,8 +187,8 @@ class FileService:
                 return None
             raise os_error(exc, wp.rel) from None
         try:
-            if not _fd_inside(fd, self.root):
-                raise _outside(wp.rel)
+            if not fd_inside_workspace(fd, self.root):
+                raise outside_workspace(wp.rel)
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 os.close(fd)
@@ -543,9 +316,9 @@ class FileService:
             writer = AtomicWriter(target, temp_dir=temp_dir)
         except OSError as exc:
             raise os_error(exc, wp.rel, writing=True) from None
-        if not _fd_inside(writer.file.fileno(), self.root):
+        if not fd_inside_workspace(writer.file.fileno(), self.root):
             writer.abort()
-            raise _outside(wp.rel)
+            raise outside_workspace(wp.rel)
         return writer
 
     def start_write(self, wp: WorkspacePath, preconditions: Preconditions) -> AtomicWriter:
@@ -659,12 +432,12 @@ class FileService:
     def _open_directory(self, path: str, rel: str) -> int:
         """A descriptor of a directory, checked to lie in the workspace."""
         try:
-            fd = os.open(path, _DIR_FLAGS | getattr(os, "O_DIRECTORY", 0))
+            fd = os.open(path, DIR_FLAGS | getattr(os, "O_DIRECTORY", 0))
         except OSError as exc:
             raise os_error(exc, rel) from None
-        if not _fd_inside(fd, self.root):
+        if not fd_inside_workspace(fd, self.root):
             os.close(fd)
-            raise _outside(rel)
+            raise outside_workspace(rel)
         return fd
 
     def move(self, source: WorkspacePath, target: WorkspacePath, overwrite: bool, preconditions: Preconditions) -> str:

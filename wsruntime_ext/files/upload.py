@@ -20,7 +20,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 
 from wsruntime_ext.base import ApiError
-from wsruntime_ext.files.service import FileService, Preconditions, os_error
+from wsruntime_ext.files.errors import os_error
+from wsruntime_ext.files.service import FileService, Preconditions
 from wsruntime_ext.paths import AtomicWriter, WorkspacePath, file_etag
 
 MAX_FILES = 100_000  # staged parts per request (each is a temporary file, not an open descriptor)
