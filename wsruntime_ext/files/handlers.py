@@ -54,7 +54,6 @@ class BodyPump:
         self.sink = sink
         self.buffer = bytearray()
         self.received = 0
-        self.failed = False
 
     async def feed(self, chunk: bytes) -> None:
         self.received += len(chunk)
@@ -75,11 +74,7 @@ class BodyPump:
     async def _push(self) -> None:
         data = bytes(self.buffer)
         self.buffer.clear()
-        try:
-            await self.run_blocking(self.sink, data)
-        except BaseException:
-            self.failed = True
-            raise
+        await self.run_blocking(self.sink, data)
 
 
 class FilesHandler(ApiHandler):
@@ -87,7 +82,7 @@ class FilesHandler(ApiHandler):
 
     @property
     def files(self) -> FileService:
-        return self.ctx.files  # type: ignore[no-any-return]
+        return self.ctx.files
 
     def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         return self.ctx.run_blocking(fn, *args)
