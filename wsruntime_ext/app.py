@@ -25,14 +25,17 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from wsruntime_ext import __version__, docs, files, health
+from wsruntime_ext import __version__, agents, docs, events, files, git, health
+from wsruntime_ext.agents import AgentService
 from wsruntime_ext.base import NotFoundHandler, Security, log, log_request
 from wsruntime_ext.config import Config, exit_with_error, parse_config
 from wsruntime_ext.files import FileService, SearchService
+from wsruntime_ext.git import GitService
+from wsruntime_ext.hub import EventHub
 from wsruntime_ext.procs import ProcessRegistry
 
 # The feature modules, in start-up order (shutdown runs in reverse).
-MODULES: list[ModuleType] = [health, files, docs]
+MODULES: list[ModuleType] = [health, events, files, git, agents, docs]
 
 SHUTDOWN_GRACE_S = 4.0
 T = TypeVar("T")
@@ -43,6 +46,8 @@ class Context:
 
     files: FileService  # set by files.startup
     search: SearchService  # set by files.startup
+    git: GitService  # set by git.startup
+    agents: AgentService  # set by agents.startup
 
     def __init__(self, config: Config, modules: Sequence[ModuleType] = MODULES) -> None:
         self.config = config
@@ -56,6 +61,8 @@ class Context:
             max_workers=min(32, (os.cpu_count() or 1) * 4), thread_name_prefix="wsruntime-io"
         )
         self.procs = ProcessRegistry()  # every subprocess (git, agents, scripts), stopped at shutdown
+        self.hub = EventHub()  # live events: every module publishes here, WS /api/v1/ws subscribes (hub.py)
+        self.live_events: events.LiveEvents | None = None  # the file watcher and stats sampler (events.startup)
         self.shutting_down = False
         self.openapi_document: dict[str, Any] = {}  # set by docs.startup
         self.openapi_json: tuple[bytes, str] = (b"{}", '""')
@@ -91,7 +98,7 @@ def make_app(ctx: Context, extra_handlers: Sequence[Any] = ()) -> tornado.web.Ap
         ctx=ctx,
         log_function=log_request,
         websocket_ping_interval=20,
-        websocket_ping_timeout=60,
+        websocket_ping_timeout=20,  # Tornado caps it at the interval (and warns on every connection otherwise)
         websocket_max_message_size=4 << 20,
         serve_traceback=False,
     )

@@ -439,6 +439,42 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
             return False
         raise ApiError(400, "invalid_parameter", f"Query parameter {name!r} must be true or false", parameter=name)
 
+    # JSON body fields: absent or null → the default; a wrong type → 400 invalid_field naming the field.
+
+    @staticmethod
+    def field_str(body: dict[str, Any], name: str, default: str | None = None, required: bool = False) -> str | None:
+        """A string field of a JSON body (``required``: absent or null → 400 too)."""
+        value = body.get(name)
+        if value is None:
+            if required:
+                raise ApiError(400, "invalid_field", f"Field {name!r} is required", field=name)
+            return default
+        if not isinstance(value, str):
+            raise ApiError(400, "invalid_field", f"Field {name!r} must be a string", field=name)
+        return value
+
+    @staticmethod
+    def field_bool(body: dict[str, Any], name: str, default: bool = False) -> bool:
+        """A boolean field of a JSON body."""
+        value = body.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ApiError(400, "invalid_field", f"Field {name!r} must be true or false", field=name)
+        return value
+
+    @staticmethod
+    def field_str_list(body: dict[str, Any], name: str, required: bool = False) -> list[str] | None:
+        """A list-of-strings field of a JSON body."""
+        value = body.get(name)
+        if value is None:
+            if required:
+                raise ApiError(400, "invalid_field", f"Field {name!r} is required", field=name)
+            return None
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ApiError(400, "invalid_field", f"Field {name!r} must be a list of strings", field=name)
+        return value
+
     # -- output ----------------------------------------------------------------
 
     def send_json(self, value: Any, status: int = 200) -> None:
@@ -481,10 +517,18 @@ class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
         return None
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+        # Tornado answers a broken handshake in plain text: check it here, for a JSON answer.
+        headers = self.request.headers
+        if headers.get("Upgrade", "").lower() != "websocket":
             raise ApiError(
                 400, "websocket_required", "This endpoint is a WebSocket: send an Upgrade: websocket request"
             )
+        if not any(part.strip().lower() == "upgrade" for part in headers.get("Connection", "").split(",")):
+            raise ApiError(400, "websocket_required", "A WebSocket handshake needs Connection: Upgrade")
+        if not headers.get("Sec-WebSocket-Key"):
+            raise ApiError(400, "websocket_required", "A WebSocket handshake needs a Sec-WebSocket-Key header")
+        if headers.get("Sec-WebSocket-Version") not in ("7", "8", "13"):
+            raise ApiError(426, "upgrade_required", "Unsupported WebSocket version: use 13", supported=["13"])
         await super().get(*args, **kwargs)
 
     def check_origin(self, origin: str) -> bool:

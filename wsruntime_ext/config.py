@@ -19,6 +19,9 @@ DEFAULT_PORT = 3002
 DEFAULT_MAX_UPLOAD_SIZE = 1 << 30  # 1 GiB
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+WATCH_BACKENDS = ("inotify", "poll", "off")
+DEFAULT_STATS_INTERVAL = 2.0
+DEFAULT_MAX_SESSIONS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,11 @@ class Config:
     log_level: str
     log_format: str
     max_upload_size: int
+    watch: str = "inotify"  # inotify (polling where it is missing), poll, or off
+    watch_ignore: tuple[str, ...] = ()  # --watch-ignore patterns, on top of the default ignores
+    stats_interval: float = DEFAULT_STATS_INTERVAL  # seconds between system_stats events
+    max_sessions: int = DEFAULT_MAX_SESSIONS  # agent sessions running at once; more are refused with 429
+    claude_bin: str | None = None  # the Claude Code executable (default: claude on PATH)
 
     @property
     def auth_enabled(self) -> bool:
@@ -103,6 +111,33 @@ def _origin(value: str) -> str:
     return value.lower()
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0.1 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0.1 and 3600 seconds: {value!r}")
+    return seconds
+
+
+def _session_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 1 <= count <= 1000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1000: {value!r}")
+    return count
+
+
+def _ignore_pattern(value: str) -> str:
+    pattern = value.strip()
+    if not pattern.strip("!/") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in pattern):
+        raise argparse.ArgumentTypeError(f"not an ignore pattern: {value!r} (e.g. '*.log', 'build/', 'dist/**')")
+    return pattern
+
+
 # (flag, dest, type, help); the environment variable is WSRUNTIME_<DEST upper-cased>.
 _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--host", "host", str, "address to bind (default: 0.0.0.0 in a container, else 127.0.0.1)"),
@@ -114,6 +149,10 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--log-level", "log_level", _choice(LOG_LEVELS), "debug, info, warning or error (default: info)"),
     ("--log-format", "log_format", _choice(LOG_FORMATS), "text or json (default: text)"),
     ("--max-upload-size", "max_upload_size", _size, "largest request body for uploads and writes (default: 1G)"),
+    ("--watch", "watch", _choice(WATCH_BACKENDS), "file watcher: inotify (falls back to polling), poll or off"),
+    ("--stats-interval", "stats_interval", _seconds, "seconds between system_stats events (default: 2)"),
+    ("--max-sessions", "max_sessions", _session_count, "agent sessions running at once, 1-1000 (default: 10)"),
+    ("--claude-bin", "claude_bin", str, "the Claude Code executable (default: claude on PATH)"),
 ]
 
 
@@ -134,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="an origin allowed for CORS and WebSockets, repeatable; '*' allows any (default: same origin only)",
+    )
+    parser.add_argument(
+        "--watch-ignore",
+        dest="watch_ignore",
+        type=_ignore_pattern,
+        action="append",
+        default=None,
+        help="a path pattern whose changes are not reported, repeatable ('*.log', 'build/', 'dist/**'); "
+        "'!node_modules' reports node_modules again (default: .git internals, node_modules, the state directory)",
     )
     parser.add_argument("--version", action="version", version=f"wsruntime {__version__}")
     return parser
@@ -159,6 +207,13 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
             values["allow_origin"] = [_origin(o) for o in environ["WSRUNTIME_ALLOW_ORIGIN"].split(",") if o.strip()]
         except argparse.ArgumentTypeError as exc:
             parser.error(f"WSRUNTIME_ALLOW_ORIGIN: {exc}")
+    if values["watch_ignore"] is None and environ.get("WSRUNTIME_WATCH_IGNORE"):
+        try:
+            values["watch_ignore"] = [
+                _ignore_pattern(p) for p in environ["WSRUNTIME_WATCH_IGNORE"].split(",") if p.strip()
+            ]
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"WSRUNTIME_WATCH_IGNORE: {exc}")
 
     workspace_arg = values["workspace"] or os.getcwd()
     workspace = os.path.realpath(os.path.expanduser(workspace_arg))
@@ -188,6 +243,11 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         log_level=values["log_level"] or "info",
         log_format=values["log_format"] or "text",
         max_upload_size=values["max_upload_size"] or DEFAULT_MAX_UPLOAD_SIZE,
+        watch=values["watch"] or "inotify",
+        watch_ignore=tuple(values["watch_ignore"] or ()),
+        stats_interval=values["stats_interval"] or DEFAULT_STATS_INTERVAL,
+        max_sessions=values["max_sessions"] or DEFAULT_MAX_SESSIONS,
+        claude_bin=values["claude_bin"] or None,
     )
 
 

@@ -7,6 +7,8 @@ start-up (and refreshed by them), never by a subprocess on the request path.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import platform
 import re
 import shutil
@@ -15,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from wsruntime_ext import __version__
-from wsruntime_ext.base import OpenHandler
+from wsruntime_ext.base import OpenHandler, log
 from wsruntime_ext.openapi import json_response, route
 
 if TYPE_CHECKING:
@@ -51,13 +53,32 @@ def runtime_info() -> dict[str, Any]:
             psutil_version: str | None = psutil.__version__
         except Exception:  # no wheel for this interpreter: stats fall back to /proc
             psutil_version = None
+        pyz = pyz_facts()
+        if pyz is not None:
+            psutil_source = pyz["psutil_source"]
+        elif psutil_version is not None:
+            psutil_source = "installed"
+        else:
+            psutil_source = "proc" if os.path.exists("/proc/self/stat") else "unavailable"
         _RUNTIME.update(
             python=platform.python_version(),
             implementation=sys.implementation.name,
             platform=f"{sys.platform}-{platform.machine()}",
             psutil=psutil_version,
+            psutil_source=psutil_source,
+            pyz=None if pyz is None else {k: pyz[k] for k in _PYZ_KEYS},
         )
     return _RUNTIME
+
+
+_PYZ_KEYS = ("version", "build_id", "platform_tag", "pyz", "code_dir", "cache")
+
+
+def pyz_facts() -> dict[str, Any] | None:
+    """What the wsruntime.pyz bootstrap (zipapp/wsruntime_pyz.py) recorded, when it started us."""
+    bootstrap = sys.modules.get("wsruntime_pyz")  # never imported here: only present inside a pyz
+    facts = getattr(bootstrap, "FACTS", None)
+    return dict(facts) if facts else None
 
 
 async def detect_tool(name: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -88,7 +109,14 @@ async def detect_tool(name: str, timeout: float = 5.0) -> dict[str, Any]:
 
 
 async def startup(ctx: Context) -> None:
-    runtime_info()
+    info = runtime_info()
+    pyz = pyz_facts()
+    if pyz is not None:
+        where = pyz["code_dir"] or f"the zip itself ({pyz['pyz']})"
+        log.info("running wsruntime.pyz build %s from %s; psutil: %s", pyz["build_id"], where, info["psutil_source"])
+        degraded = pyz["code_dir"] is None or not info["psutil_source"].startswith("cache:")
+        for note in pyz["notes"]:
+            log.log(logging.WARNING if degraded else logging.INFO, "wsruntime.pyz: %s", note)
     git = await detect_tool("git")
     ctx.health_providers.append(lambda: {"git": git})
 
@@ -117,6 +145,26 @@ openapi = {
                         "implementation": {"type": "string"},
                         "platform": {"type": "string"},
                         "psutil": {"type": ["string", "null"]},
+                        "psutil_source": {
+                            "type": "string",
+                            "description": "where psutil came from: cache:<dir> or memfd (wsruntime.pyz), installed, "
+                            "or proc (unavailable: system stats come from /proc) or unavailable",
+                        },
+                        "pyz": {
+                            "type": ["object", "null"],
+                            "description": "the wsruntime.pyz that started this process (null outside one)",
+                            "properties": {
+                                "version": {"type": "string"},
+                                "build_id": {"type": "string"},
+                                "platform_tag": {"type": "string", "examples": ["manylinux_x86_64"]},
+                                "pyz": {"type": "string", "description": "the pyz file"},
+                                "code_dir": {"type": ["string", "null"], "description": "where it was extracted"},
+                                "cache": {
+                                    "type": "string",
+                                    "description": "extracted, reused, raced, repaired or none",
+                                },
+                            },
+                        },
                     },
                 },
                 "git": {

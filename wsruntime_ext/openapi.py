@@ -46,6 +46,7 @@ _ERROR_TEXT = {
     415: "Unsupported media type",
     416: "Range not satisfiable",
     422: "Well-formed but unusable",
+    426: "Upgrade required: a WebSocket version this server does not speak",
     500: "Internal error",
     502: "A subprocess or remote failed",
     504: "Timed out",
@@ -117,7 +118,7 @@ def query_param(name: str, schema: dict[str, Any], description: str, required: b
 def websocket_operation(
     summary: str, description: str, tags: list[str], parameters: list[Any] | None = None
 ) -> dict[str, Any]:
-    """How a WebSocket endpoint is documented: a GET that upgrades (101)."""
+    """How a WebSocket endpoint is documented: a GET with the handshake's headers that upgrades (101)."""
     return {
         "summary": summary,
         "description": description + "\n\nA WebSocket: the token may also be passed as `?token=`.",
@@ -126,12 +127,32 @@ def websocket_operation(
         "parameters": [
             *(parameters or []),
             query_param("token", {"type": "string"}, "The bearer token (browsers cannot set headers on a WebSocket)"),
+            *WEBSOCKET_HANDSHAKE,
         ],
         "responses": {
             "101": {"description": "Switching protocols: the stream begins"},
-            **errors(400, 404),
+            **errors(400, 404, 426),
         },
     }
+
+
+def _handshake_header(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": "part of every WebSocket handshake (browsers and WebSocket libraries send it themselves)",
+        "schema": {"type": "string", **schema},
+    }
+
+
+# Without them a request is no WebSocket handshake (400); an unsupported version is 426.
+WEBSOCKET_HANDSHAKE = [
+    _handshake_header("Upgrade", {"const": "websocket"}),
+    _handshake_header("Connection", {"const": "Upgrade"}),
+    _handshake_header("Sec-WebSocket-Version", {"const": "13"}),
+    _handshake_header("Sec-WebSocket-Key", {"pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$"}),  # 16 random bytes
+]
 
 
 def build_document(modules: Iterable[Any], open_paths: Iterable[str]) -> dict[str, Any]:

@@ -1,0 +1,129 @@
+"""The agent adapter interface (API.md "Agent sessions"): what every agent CLI must tell the session manager.
+
+An adapter turns a session's options into an argv and environment, reads the
+CLI's output one line at a time into zero or more ``AgentMessage`` dicts (the
+six seed types plus ``permission_request``), and encodes what the runtime
+writes to the CLI's stdin: a user message, an interrupt, a permission answer.
+Claude Code is the first (``claude_code.py``); codex, gemini, qwen-code and
+opencode will follow the same interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from typing import Any, ClassVar
+
+
+@dataclasses.dataclass
+class SessionOptions:
+    """What a client asked for in ``POST /api/v1/agent-sessions``, validated."""
+
+    prompt: str | None
+    cwd: str  # absolute, inside the workspace
+    model: str | None = None
+    permission_mode: str | None = None
+    allowed_tools: list[str] = dataclasses.field(default_factory=list)
+    disallowed_tools: list[str] = dataclasses.field(default_factory=list)
+    system_prompt: str | None = None
+    append_system_prompt: str | None = None
+    max_turns: int | None = None
+    resume_agent_session_id: str | None = None  # the CLI's own id to continue
+    interactive: bool = False
+    permission_prompts: bool = False
+
+
+@dataclasses.dataclass
+class AgentInfo:
+    """An adapter's CLI as found at start-up."""
+
+    name: str
+    available: bool
+    version: str | None
+    path: str | None
+    binary: str
+    options: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "available": self.available,
+            "version": self.version,
+            "path": self.path,
+            "options": self.options,
+        }
+
+
+class StreamParser:
+    """Reads one agent process's output, line by line, into AgentMessages (without seq, ts, session_id)."""
+
+    agent_session_id: str | None = None  # the CLI's own session id, once it said it
+
+    def parse(self, line: dict[str, Any]) -> list[dict[str, Any]]:
+        """Zero or more AgentMessages for one decoded output line; a ``done``/``error`` ends the turn."""
+        raise NotImplementedError
+
+
+class AgentAdapter:
+    """One agent CLI: how to start it, read it and talk to it."""
+
+    name = ""
+    binary = ""
+    option_names: ClassVar[list[str]] = []  # the create options this adapter honours
+    supports_interactive = False
+    supports_interrupt = False
+    supports_permission_prompts = False
+
+    def __init__(self, binary: str | None = None) -> None:
+        self.binary = binary or self.binary
+
+    def command(self, options: SessionOptions) -> list[str]:
+        """The argv that starts a session (the prompt goes over stdin where the CLI allows it)."""
+        raise NotImplementedError
+
+    def environment(self, base: dict[str, str]) -> dict[str, str]:
+        """The environment of the agent process, from the runtime's own."""
+        return base
+
+    def new_parser(self) -> StreamParser:
+        raise NotImplementedError
+
+    def encode_user(self, content: str) -> bytes | None:
+        """The stdin line that sends a user message, or None when the CLI takes none."""
+        return None
+
+    def encode_interrupt(self, request_id: str) -> bytes | None:
+        """The stdin line that interrupts the running turn without ending the process, or None."""
+        return None
+
+    def encode_permission(
+        self, request_id: str, allow: bool, message: str | None, tool_input: dict[str, Any]
+    ) -> bytes | None:
+        """The stdin line that answers a permission request, or None."""
+        return None
+
+    def version_argv(self, path: str) -> list[str]:
+        return [path, "--version"]
+
+    def detect(self) -> AgentInfo:
+        """Find the CLI and its version (blocking: run it off the IOLoop, once)."""
+        path = shutil.which(self.binary) if os.sep not in self.binary else self.binary
+        if path is None or not os.access(path, os.X_OK):
+            return AgentInfo(self.name, False, None, None, self.binary, self.option_names)
+        version: str | None = None
+        try:
+            done = subprocess.run(
+                self.version_argv(path),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=20,
+                start_new_session=True,
+            )
+            text = done.stdout.decode("utf-8", "replace").strip()
+            if done.returncode == 0 and text:
+                version = text.split()[0]
+        except (OSError, subprocess.SubprocessError):
+            return AgentInfo(self.name, False, None, path, self.binary, self.option_names)
+        return AgentInfo(self.name, version is not None, version, path, self.binary, self.option_names)

@@ -1,0 +1,313 @@
+"""The agent session manager (API.md "Agent sessions"): create, list, get, terminate, follow-ups, recovery.
+
+It knows no HTTP: the handlers validate and call it. Sessions live in memory
+while the runtime runs and on disk (``store.py``) for good; at start-up the
+sessions that were still running when the runtime stopped become
+``interrupted``, and ``resume`` continues them through the CLI's own resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from wsruntime_ext.agents.adapter import AgentAdapter, AgentInfo, SessionOptions
+from wsruntime_ext.agents.claude_code import ClaudeCodeAdapter
+from wsruntime_ext.agents.session import ENDED_STATUSES, EVICT_S, LIVE_STATUSES, AgentSession, stop_tree
+from wsruntime_ext.agents.store import SessionStore
+from wsruntime_ext.base import ApiError
+
+if TYPE_CHECKING:
+    from wsruntime_ext.app import Context
+
+log = logging.getLogger("wsruntime.agents")
+
+STATUSES = ("starting", "running", "idle", "completed", "failed", "terminated", "interrupted")
+STREAM_LIMIT = 1 << 16
+# Frames live in the session's own list, so a lagging client costs a cursor, not a queue; still, a client
+# this many live frames behind, or whose socket takes nothing for this long, is closed with 1013.
+CLIENT_BACKLOG = 100_000
+CLIENT_STALL_S = 15.0
+
+
+def new_session_id() -> str:
+    """``as_`` + time-ordered base36 + randomness: sortable, unguessable enough, filesystem-safe."""
+    millis = int(time.time() * 1000)
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    stamp = ""
+    while millis:
+        millis, rest = divmod(millis, 36)
+        stamp = digits[rest] + stamp
+    return f"as_{stamp}{secrets.token_hex(5)}"
+
+
+class AgentService:
+    """Every agent session of the workspace, running or stored."""
+
+    def __init__(self, ctx: Context, adapters: list[AgentAdapter]) -> None:
+        self.ctx = ctx
+        self.adapters = {a.name: a for a in adapters}
+        self.info: dict[str, AgentInfo] = {}
+        self.store = SessionStore(ctx.config.state_dir)
+        self.sessions: dict[str, AgentSession] = {}
+        self.max_sessions = ctx.config.max_sessions
+        self.env_overrides: dict[str, str] = {}  # added to every agent's environment (tests point it at a mock)
+        self.client_backlog = CLIENT_BACKLOG
+        self.client_stall_s = CLIENT_STALL_S
+        self._saving: dict[str, asyncio.Task[None]] = {}
+        self._dirty: set[str] = set()
+
+    # -- start-up and shutdown ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Detect the CLIs and load the stored sessions; running ones become ``interrupted``."""
+        infos = await asyncio.gather(*(self.ctx.run_blocking(a.detect) for a in self.adapters.values()))
+        self.info = {i.name: i for i in infos}
+        for record in await self.ctx.run_blocking(self.store.load_all):
+            session = AgentSession(record, self.adapters.get(record.get("agent", "")), None, None, self._changed)
+            self.sessions[session.id] = session
+            if record.get("status") not in ENDED_STATUSES:
+                await self._mark_interrupted(session)
+
+    async def _mark_interrupted(self, session: AgentSession) -> None:
+        """A session the runtime stopped while it ran: end its open turn and its stream, keep it resumable."""
+        await self.load_messages(session)
+        session.log = await self.ctx.run_blocking(self.store.open_log, session.id)
+        if turn_was_open(session.messages or []):
+            session.emit({"type": "error", "error": "interrupted: the runtime stopped"})
+        session.record["pid"] = None
+        session.set_status("interrupted")
+        session.log.close()
+        session.ended.set()
+        asyncio.get_running_loop().call_later(EVICT_S, session.evict)
+
+    async def shutdown(self) -> None:
+        """Stop every live agent (they become ``interrupted``) and write every record."""
+        live = [s for s in self.sessions.values() if not s.is_ended and s.task is not None]
+        await asyncio.gather(*(s.stop("interrupted", 0.5, 0.5) for s in live), return_exceptions=True)
+        pending = list(self._saving.values())
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- persistence and events --------------------------------------------------------
+
+    def _changed(self, session: AgentSession) -> None:
+        """The record changed: tell the hub on a status change and save it (coalesced, off the IOLoop)."""
+        status = session.status
+        if session.record.get("_published") != status:
+            session.record["_published"] = status
+            self.ctx.hub.publish(
+                "agent_session", {"session_id": session.id, "status": status, "agent": session.record["agent"]}
+            )
+        self._dirty.add(session.id)
+        if session.id not in self._saving:
+            self._saving[session.id] = asyncio.ensure_future(self._save(session))
+
+    async def _save(self, session: AgentSession) -> None:
+        try:
+            while session.id in self._dirty:
+                self._dirty.discard(session.id)
+                try:
+                    await self.ctx.run_blocking(self.store.save, public(session.record))
+                except Exception:
+                    log.exception("cannot save agent session %s", session.id)
+        finally:
+            self._saving.pop(session.id, None)
+
+    async def load_messages(self, session: AgentSession) -> list[bytes]:
+        """The session's messages, read from disk the first time a stored session is asked for them."""
+        if session.messages is None:
+            texts = await self.ctx.run_blocking(self.store.read_messages, session.id)
+            if session.messages is None:
+                session.messages = texts
+                session.record["message_count"] = len(texts)
+        return session.messages
+
+    # -- the API -----------------------------------------------------------------------
+
+    def agents(self) -> list[dict[str, Any]]:
+        return [self.info[name].as_json() for name in self.adapters if name in self.info]
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "agents": {
+                name: {"available": i.available, "version": i.version, "path": i.path} for name, i in self.info.items()
+            }
+        }
+
+    def get(self, session_id: str) -> AgentSession:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise ApiError(404, "session_not_found", "No agent session with this id", session_id=session_id[:80])
+        return session
+
+    def list(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Session objects, newest first, optionally only those with ``status``."""
+        chosen = [s for s in self.sessions.values() if status is None or s.status == status]
+        chosen.sort(key=lambda s: (s.record["created_at"], s.id), reverse=True)
+        return [public(s.record) for s in chosen]
+
+    def live_count(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.status in LIVE_STATUSES)
+
+    def resolve_resume(self, resume: str, cwd: str | None) -> tuple[str, str | None, str | None]:
+        """``resume`` (our id or the agent's) → (agent session id, cwd to use, our old id)."""
+        old = self.sessions.get(resume)
+        if old is None:
+            return resume, cwd, None
+        if not old.is_ended:
+            raise ApiError(409, "session_running", "That session is still running: stop it before resuming it")
+        agent_sid = old.record.get("agent_session_id")
+        if not agent_sid:
+            raise ApiError(409, "not_resumable", "That session never got an agent session id to resume")
+        # The CLI finds a conversation only from the directory it was started in.
+        return str(agent_sid), str(old.record.get("cwd") or ""), old.id
+
+    async def create(self, agent: str, options: SessionOptions, cwd_rel: str, resumed_from: str | None) -> AgentSession:
+        """Start a session; 400 unknown_agent, 422 agent_unavailable, 429 too_many_sessions."""
+        adapter = self.adapters.get(agent)
+        if adapter is None:
+            raise ApiError(400, "unknown_agent", f"Unknown agent {agent[:80]!r}", known=sorted(self.adapters))
+        info = self.info.get(agent)
+        if info is None or not info.available:
+            raise ApiError(
+                422, "agent_unavailable", f"The {agent} CLI is not installed", binary=adapter.binary, agent=agent
+            )
+        if self.live_count() >= self.max_sessions:
+            raise ApiError(
+                429,
+                "too_many_sessions",
+                f"{self.max_sessions} agent sessions are running already",
+                max_sessions=self.max_sessions,
+            )
+        from wsruntime_ext.app import now_iso
+
+        now = now_iso()
+        record: dict[str, Any] = {
+            "id": new_session_id(),
+            "agent": agent,
+            "status": "starting",
+            "created_at": now,
+            "updated_at": now,
+            "ended_at": None,
+            "prompt": options.prompt,
+            "cwd": cwd_rel,
+            "model": options.model,
+            "agent_session_id": options.resume_agent_session_id,
+            "pid": None,
+            "message_count": 0,
+            "result": None,
+            "usage": None,
+            "cost_usd": None,
+            "exit_code": None,
+            "error": None,
+            "interactive": options.interactive,
+            "permission_prompts": options.permission_prompts,
+            "resumed_from": resumed_from,
+        }
+        message_log = await self.ctx.run_blocking(self.store.create, dict(record))
+        session = AgentSession(record, adapter, [], message_log, self._changed)
+        self.sessions[session.id] = session
+        self._changed(session)
+        env = adapter.environment({**os.environ, **self.env_overrides})
+        argv = adapter.command(options)
+        try:
+            proc = await self.ctx.procs.spawn(
+                argv,
+                cwd=options.cwd,
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                limit=STREAM_LIMIT,
+            )
+        except OSError as exc:
+            session.turns_open = 1 if options.prompt is not None else 0
+            session.interactive = False
+            session.start_error = f"could not start {argv[0]}: {exc.strerror or exc}"
+            session._finish(None)
+            return session
+        session.attach(proc, options.prompt)
+        session.task = asyncio.ensure_future(session.run(proc, options.prompt))
+        session.task.add_done_callback(lambda task: _after_run(session, task))
+        return session
+
+    async def terminate(self, session: AgentSession) -> dict[str, Any]:
+        """Stop a live session and everything it started; an ended one is returned as it is."""
+        if not session.is_ended:
+            await session.stop("terminated")
+        return public(session.record)
+
+    async def follow_up(self, session: AgentSession, content: str) -> None:
+        self._check_live(session)
+        if not session.interactive:
+            raise ApiError(409, "session_not_interactive", "This session takes no follow-up: create it interactive")
+        if not await session.send_user(content):
+            raise ApiError(409, "session_ended", "The agent process is no longer taking input")
+
+    def interrupt(self, session: AgentSession) -> None:
+        self._check_live(session)
+        if session.adapter is None or not session.adapter.supports_interrupt or not session.interrupt():
+            raise ApiError(409, "session_ended", "The agent process is no longer taking input")
+
+    def answer_permission(self, session: AgentSession, request_id: str, allow: bool, message: str | None) -> None:
+        self._check_live(session)
+        if request_id not in session.pending_permissions:
+            raise ApiError(
+                404,
+                "permission_request_not_found",
+                "No pending permission request with this id",
+                request_id=request_id[:200],
+            )
+        if not session.answer_permission(request_id, allow, message):
+            raise ApiError(409, "session_ended", "The agent process is no longer taking input")
+
+    @staticmethod
+    def _check_live(session: AgentSession) -> None:
+        if session.is_ended or session.stop_reason is not None:
+            raise ApiError(
+                409, "session_ended", f"The session has ended ({session.status})", session_status=session.status
+            )
+
+
+def turn_was_open(texts: list[bytes]) -> bool:
+    """Whether the stored stream stops inside a turn (the record may lag behind the message log)."""
+    for text in reversed(texts):
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            continue
+        if frame.get("type") in ("done", "error"):
+            return False
+        if frame.get("type") == "status":
+            if frame.get("status") == "running":
+                return True
+            if frame.get("status") in ("idle", *ENDED_STATUSES):
+                return False
+            continue
+        return True  # content of a turn that never ended
+    return False
+
+
+def _after_run(session: AgentSession, task: asyncio.Task[None]) -> None:
+    """A relay that broke (a bug) still ends its session, so that no client waits forever."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.error("agent session %s failed", session.id, exc_info=task.exception())
+    if session.proc is not None and session.proc.returncode is None:
+        session.task = asyncio.ensure_future(stop_tree(session.proc, 1.0))  # kept, and awaited by stop()
+    if not session.is_ended:
+        session.start_error = "the runtime failed relaying this agent (see its log)"
+        session._finish(session.proc.returncode if session.proc is not None else None)
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """The session object as API.md shows it (internal keys start with ``_``)."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def default_adapters(claude_bin: str | None) -> list[AgentAdapter]:
+    return [ClaudeCodeAdapter(claude_bin)]

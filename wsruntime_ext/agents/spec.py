@@ -1,0 +1,272 @@
+"""The OpenAPI description of the agent session routes (joined into ``/openapi.json`` by app.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wsruntime_ext.agents.claude_code import ClaudeCodeAdapter
+from wsruntime_ext.agents.handlers import PERMISSION_MODES
+from wsruntime_ext.agents.service import STATUSES
+from wsruntime_ext.openapi import errors, json_content, json_response, path_param, query_param, ref, websocket_operation
+
+TAG = "agent-sessions"
+AGENT_NAMES = [ClaudeCodeAdapter.name]  # every adapter service.default_adapters builds
+_ID = path_param("session_id", "The session id (`as_…`)")
+_NULLABLE_STR = {"type": ["string", "null"]}
+# Mirrors handlers.py: a command-line value never starts with '-' or white space and holds no NUL.
+_ARGV_PATTERN = "^[^-\\x00\\t\\n\\x0b\\x0c\\r ][^\\x00]*$"
+_ARGV_STR = {"type": ["string", "null"], "pattern": _ARGV_PATTERN}
+# A prompt or follow-up: something besides white space, no NUL.
+_MESSAGE = {"type": "string", "pattern": "^[^\\x00]*[^\\x00\\t\\n\\x0b\\x0c\\r ][^\\x00]*$", "maxLength": 1 << 20}
+_TEXT = {"type": ["string", "null"], "pattern": "^[^\\x00]*$", "maxLength": 1 << 20}
+
+schemas: dict[str, Any] = {
+    "AgentSession": {
+        "type": "object",
+        "required": ["id", "agent", "status", "created_at", "updated_at", "message_count"],
+        "properties": {
+            "id": {"type": "string"},
+            "agent": {"type": "string"},
+            "status": {"enum": list(STATUSES)},
+            "created_at": {"type": "string"},
+            "updated_at": {"type": "string"},
+            "ended_at": _NULLABLE_STR,
+            "prompt": _NULLABLE_STR,
+            "cwd": {"type": "string", "description": "workspace-relative"},
+            "model": _NULLABLE_STR,
+            "agent_session_id": {**_NULLABLE_STR, "description": "the CLI's own session id (what resume uses)"},
+            "pid": {"type": ["integer", "null"]},
+            "message_count": {"type": "integer", "minimum": 0},
+            "result": {**_NULLABLE_STR, "description": "the last `done` message's text"},
+            "usage": {"type": ["object", "null"]},
+            "cost_usd": {"type": ["number", "null"]},
+            "exit_code": {"type": ["integer", "null"]},
+            "error": _NULLABLE_STR,
+            "interactive": {"type": "boolean"},
+            "permission_prompts": {"type": "boolean"},
+            "resumed_from": _NULLABLE_STR,
+        },
+    },
+    "AgentSessionCreate": {
+        "type": "object",
+        "properties": {
+            "prompt": {**_MESSAGE, "type": ["string", "null"]},
+            "agent": {"enum": [*AGENT_NAMES, None], "default": "claude-code"},
+            "cwd": {
+                "type": ["string", "null"],
+                "default": "",
+                "pattern": "^[^\\x00-\\x1f\\x7f]*$",
+                "description": "workspace-relative directory: 403 outside the workspace, 404 when it does not exist",
+            },
+            "model": _ARGV_STR,
+            "permission_mode": {"enum": [*PERMISSION_MODES, None]},
+            "allowed_tools": {"type": ["array", "null"], "items": {"type": "string", "pattern": _ARGV_PATTERN}},
+            "disallowed_tools": {"type": ["array", "null"], "items": {"type": "string", "pattern": _ARGV_PATTERN}},
+            "system_prompt": _TEXT,
+            "append_system_prompt": _TEXT,
+            "max_turns": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000},
+            "resume": {**_ARGV_STR, "description": "an earlier session's id (ours or the agent's own) to continue"},
+            "interactive": {"type": ["boolean", "null"], "default": False},
+            "permission_prompts": {"type": ["boolean", "null"], "default": False},
+        },
+        "anyOf": [
+            {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+            {"required": ["resume"], "properties": {"resume": {"type": "string"}}},
+        ],
+        "description": "`prompt` is required unless `resume` is given.",
+    },
+    "AgentMessage": {
+        "type": "object",
+        "required": ["type", "seq", "ts", "session_id"],
+        "properties": {
+            "type": {
+                "enum": ["thinking", "tool_use", "tool_result", "text", "done", "error", "permission_request", "status"]
+            },
+            "content": {"type": "string"},
+            "tool": {"type": "string"},
+            "input": {"type": "object"},
+            "output": {"type": "string"},
+            "error": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 1},
+            "ts": {"type": "string"},
+            "session_id": {"type": "string"},
+            "tool_use_id": {"type": "string"},
+            "is_error": {"type": "boolean"},
+            "usage": {"type": "object"},
+            "cost_usd": {"type": "number"},
+            "duration_ms": {"type": "number"},
+            "request_id": {"type": "string"},
+            "status": {"enum": list(STATUSES)},
+        },
+    },
+    "AgentInfo": {
+        "type": "object",
+        "required": ["name", "available", "version", "path", "options"],
+        "properties": {
+            "name": {"type": "string"},
+            "available": {"type": "boolean"},
+            "version": _NULLABLE_STR,
+            "path": _NULLABLE_STR,
+            "options": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Accepted": {"type": "object", "required": ["accepted"], "properties": {"accepted": {"const": True}}},
+}
+
+_ACCEPTED = json_response("Accepted", ref("Accepted"))
+_SESSION = json_response("The session", ref("AgentSession"))
+
+openapi: dict[str, Any] = {
+    "tags": [{"name": TAG, "description": "Agent CLIs (Claude Code) run in the workspace, streamed as AgentMessages"}],
+    "schemas": schemas,
+    "paths": {
+        "/api/v1/agent-sessions": {
+            "get": {
+                "summary": "List agent sessions, newest first",
+                "tags": [TAG],
+                "parameters": [query_param("status", {"enum": list(STATUSES)}, "only sessions with this status")],
+                "responses": {
+                    "200": json_response(
+                        "The sessions",
+                        {
+                            "type": "object",
+                            "required": ["sessions"],
+                            "properties": {"sessions": {"type": "array", "items": ref("AgentSession")}},
+                        },
+                    )
+                },
+            },
+            "post": {
+                "summary": "Start an agent session",
+                "description": "400 `unknown_agent`; 404 `cwd_not_found`; "
+                "422 `agent_unavailable` when its CLI is not installed; "
+                "429 `too_many_sessions` past `--max-sessions`; 409 when `resume` names a running session.",
+                "tags": [TAG],
+                "requestBody": {"required": True, "content": json_content(ref("AgentSessionCreate"))},
+                "responses": {
+                    "201": json_response("Started", ref("AgentSession")),
+                    **errors(400, 403, 404, 409, 422, 429),
+                },
+            },
+        },
+        "/api/v1/agent-sessions/{session_id}": {
+            "get": {
+                "summary": "One session",
+                "tags": [TAG],
+                "parameters": [_ID],
+                "responses": {"200": _SESSION, **errors(404)},
+            },
+            "delete": {
+                "summary": "Terminate a session and every process it started",
+                "description": "Interrupt, SIGINT, then SIGTERM/SIGKILL to the whole tree. An ended session is "
+                "returned unchanged.",
+                "tags": [TAG],
+                "parameters": [_ID],
+                "responses": {"200": _SESSION, **errors(404)},
+            },
+        },
+        "/api/v1/agent-sessions/{session_id}/messages": {
+            "get": {
+                "summary": "The session's messages so far",
+                "tags": [TAG],
+                "parameters": [
+                    _ID,
+                    query_param("after", {"type": "integer", "minimum": 0, "maximum": 1 << 31}, "only seq > after"),
+                    query_param(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}, "at most"
+                    ),
+                ],
+                "responses": {
+                    "200": json_response(
+                        "Messages",
+                        {
+                            "type": "object",
+                            "required": ["messages", "has_more"],
+                            "properties": {
+                                "messages": {"type": "array", "items": ref("AgentMessage")},
+                                "has_more": {"type": "boolean"},
+                            },
+                        },
+                    ),
+                    **errors(404),
+                },
+            },
+            "post": {
+                "summary": "Send a follow-up user message (interactive sessions)",
+                "description": "409 `session_ended` or `session_not_interactive`.",
+                "tags": [TAG],
+                "parameters": [_ID],
+                "requestBody": {
+                    "required": True,
+                    "content": json_content(
+                        {
+                            "type": "object",
+                            "required": ["content"],
+                            "properties": {"content": _MESSAGE},
+                        }
+                    ),
+                },
+                "responses": {"202": _ACCEPTED, **errors(404, 409)},
+            },
+        },
+        "/api/v1/agent-sessions/{session_id}/interrupt": {
+            "post": {
+                "summary": "Stop the current turn, keep the session",
+                "tags": [TAG],
+                "parameters": [_ID],
+                "responses": {"202": _ACCEPTED, **errors(404, 409)},
+            }
+        },
+        "/api/v1/agent-sessions/{session_id}/permissions/{request_id}": {
+            "post": {
+                "summary": "Answer a permission request",
+                "tags": [TAG],
+                "parameters": [_ID, path_param("request_id", "The permission_request's request_id")],
+                "requestBody": {
+                    "required": True,
+                    "content": json_content(
+                        {
+                            "type": "object",
+                            "required": ["behavior"],
+                            "properties": {
+                                "behavior": {"enum": ["allow", "deny"]},
+                                "message": {"type": ["string", "null"], "maxLength": 1 << 20},
+                            },
+                        }
+                    ),
+                },
+                "responses": {"202": _ACCEPTED, **errors(404, 409)},
+            }
+        },
+        "/api/v1/agents": {
+            "get": {
+                "summary": "Every agent adapter with its CLI's availability and version",
+                "tags": [TAG],
+                "responses": {
+                    "200": json_response(
+                        "Agents",
+                        {
+                            "type": "object",
+                            "required": ["agents"],
+                            "properties": {"agents": {"type": "array", "items": ref("AgentInfo")}},
+                        },
+                    )
+                },
+            }
+        },
+        "/api/v1/ws/agent-sessions/{session_id}": {
+            "get": websocket_operation(
+                "A session's live AgentMessage stream",
+                "Every stored message after `after`, then live ones, in order, none twice; one JSON "
+                "`AgentMessage` a frame. When the session ends: one final `status` frame, then close 1000. "
+                'Client frames: `{"type": "user", "content"}`, `{"type": "interrupt"}`, '
+                '`{"type": "permission", "request_id", "behavior", "message"?}`; a refused one is answered '
+                'with `{"type": "reply", "ok": false, "error"}` (no seq: not part of the stream). A client more '
+                "than 100000 live frames behind, or whose socket takes nothing for 15 s, is closed with 1013: "
+                "reconnect with `?after=`.",
+                [TAG],
+                [_ID, query_param("after", {"type": "integer", "minimum": 0}, "replay only seq > after")],
+            )
+        },
+    },
+}

@@ -1,0 +1,296 @@
+"""The event hub: topics, sequence numbers and bounded subscriber queues (API.md "WebSocket events").
+
+Every module publishes through the one hub on the Context —
+``ctx.hub.publish("git_changed", {})`` — and every listener (the ``WS
+/api/v1/ws`` socket, tests) reads from a :class:`Subscription`:
+``sub = ctx.hub.subscribe({"file_changed"}); event = await sub.get()``.
+
+Each published event gets the next hub-wide ``seq``; each subscriber has its
+own bounded queue, so a subscriber that stops reading never slows the
+publisher or the other subscribers: when its queue is full it is closed as
+*overflowed* (the WebSocket then closes with 1013) and whoever owns it can
+reconnect with ``after=<last seq seen>`` to get what it missed from the
+hub's history, or a ``resync`` when that history no longer reaches back.
+
+Everything here runs on the IOLoop's thread; it never blocks and never awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any, Callable
+
+log = logging.getLogger("wsruntime.hub")
+
+# The topics of API.md; modules may add their own with EventHub.add_topic.
+TOPICS = (
+    "file_changed",
+    "system_stats",
+    "resync",
+    "git_changed",
+    "git_progress",
+    "agent_session",
+    "script_run",
+)
+# Topics whose events are only worth anything when they are new: never replayed from history.
+EPHEMERAL_TOPICS = frozenset({"system_stats", "git_progress"})
+# Delivered to every subscriber whatever it narrowed to: "reload what you show".
+ALWAYS_DELIVERED = frozenset({"resync"})
+
+DEFAULT_QUEUE_SIZE = 4096  # events; a checkout of thousands of files must not cut off a healthy client
+DEFAULT_HISTORY = 4096
+
+
+class SubscriptionClosed(Exception):
+    """Raised by :meth:`Subscription.get` once the subscription is closed (``overflowed`` says why)."""
+
+
+class Event:
+    """One published event: its topic, its seq, its fields, and its JSON text (encoded once, lazily)."""
+
+    __slots__ = ("_text", "data", "seq", "topic")
+
+    def __init__(self, topic: str, seq: int, data: dict[str, Any]) -> None:
+        self.topic = topic
+        self.seq = seq
+        self.data = data
+        self._text: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The event as one JSON frame; shared by every subscriber, so it is encoded once."""
+        if self._text is None:
+            self._text = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"))
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"Event({self.data!r})"
+
+
+class Subscription:
+    """One listener's view of the hub: a topic filter and a bounded queue of events."""
+
+    def __init__(
+        self,
+        hub: EventHub,
+        topics: frozenset[str] | None,
+        queue_size: int,
+        on_overflow: Callable[[Subscription], None] | None,
+    ) -> None:
+        self.hub = hub
+        self.topics = topics  # None: every topic
+        self.queue_size = queue_size
+        self.on_overflow = on_overflow
+        self.closed = False
+        self.overflowed = False
+        self.dropped = 0  # events refused once the queue was full
+        self._queue: collections.deque[Event] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def wants(self, topic: str) -> bool:
+        return self.topics is None or topic in self.topics or topic in ALWAYS_DELIVERED
+
+    def set_topics(self, topics: Iterable[str] | None) -> None:
+        """Narrow (or widen) what this subscriber gets from the next event on."""
+        old = self.topics
+        self.topics = self.hub.check_topics(topics)
+        if not self.closed:
+            self.hub._demand_changed(old, self.topics)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, event: Event) -> bool:
+        """Queue one event; a full queue closes the subscription as overflowed. False when not queued."""
+        if self.closed:
+            return False
+        if len(self._queue) >= self.queue_size:
+            self.dropped += 1
+            self._overflow()
+            return False
+        self._queue.append(event)
+        self._wake()
+        return True
+
+    def put_direct(self, data: dict[str, Any]) -> bool:
+        """Queue a message meant for this subscriber only (a reply), in order with the events."""
+        data.setdefault("seq", self.hub.last_seq)
+        return self.put(Event(str(data.get("type", "")), self.hub.last_seq, data))
+
+    async def get(self) -> Event:
+        """The next event; raises SubscriptionClosed once closed (after the queue is drained unless overflowed)."""
+        while not self._queue:
+            if self.closed:
+                raise SubscriptionClosed
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    def get_nowait(self, limit: int) -> list[Event]:
+        """Up to ``limit`` queued events without waiting (maybe none)."""
+        batch: list[Event] = []
+        while self._queue and len(batch) < limit:
+            batch.append(self._queue.popleft())
+        return batch
+
+    def close(self) -> None:
+        """Stop receiving; a reader blocked in :meth:`get` is woken up."""
+        if self.closed:
+            return
+        self.closed = True
+        self.hub._remove(self)
+        self._wake()
+
+    def _overflow(self) -> None:
+        if self.overflowed:
+            return
+        self.overflowed = True
+        self.hub.overflows += 1
+        self._queue.clear()  # nothing queued is worth sending to a subscriber that is cut off
+        log.info("a subscriber fell %d events behind and is disconnected", self.queue_size)
+        self.close()
+        if self.on_overflow is not None:
+            # Not from inside publish(): the callback may close sockets, subscribe, publish.
+            asyncio.get_running_loop().call_soon(self.on_overflow, self)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class EventHub:
+    """Topics, a sequence number on every event, and one bounded queue per subscriber."""
+
+    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE, history: int = DEFAULT_HISTORY) -> None:
+        self.queue_size = queue_size
+        self.topics: set[str] = set(TOPICS)
+        self.last_seq = 0
+        self.published = 0
+        self.overflows = 0
+        self._subscribers: list[Subscription] = []
+        self._history: collections.deque[Event] = collections.deque(maxlen=history)
+        self._first_kept_seq = 1  # the oldest seq the history can still replay
+        self._demand: dict[str, list[Callable[[bool], None]]] = {}
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def add_topic(self, topic: str) -> None:
+        """Declare a topic a module publishes (API.md's are known already)."""
+        self.topics.add(topic)
+
+    def publish(self, topic: str, fields: dict[str, Any] | None = None) -> Event:
+        """Give ``{"type": topic, **fields}`` the next seq and queue it for every subscriber of the topic."""
+        if topic not in self.topics:
+            raise ValueError(f"unknown topic {topic!r}: declare it with EventHub.add_topic")
+        self.last_seq += 1
+        self.published += 1
+        data = {"type": topic, **(fields or {}), "seq": self.last_seq}
+        event = Event(topic, self.last_seq, data)
+        if topic not in EPHEMERAL_TOPICS:
+            if len(self._history) == self._history.maxlen:
+                self._first_kept_seq = self._history[0].seq + 1
+            self._history.append(event)
+        for sub in tuple(self._subscribers):
+            if sub.wants(topic):
+                sub.put(event)
+        return event
+
+    # -- subscribing --------------------------------------------------------------------
+
+    def check_topics(self, topics: Iterable[str] | None) -> frozenset[str] | None:
+        """Validate a topic list (``"*"`` or None means every topic); ValueError names an unknown one."""
+        if topics is None:
+            return None
+        wanted = frozenset(topics)
+        if "*" in wanted:
+            return None
+        unknown = sorted(wanted - self.topics)
+        if unknown:
+            raise ValueError(f"unknown topic {unknown[0][:64]!r}; known topics: {', '.join(sorted(self.topics))}")
+        return wanted
+
+    def subscribe(
+        self,
+        topics: Iterable[str] | None = None,
+        *,
+        after: int | None = None,
+        queue_size: int | None = None,
+        on_overflow: Callable[[Subscription], None] | None = None,
+    ) -> Subscription:
+        """A new subscription to ``topics`` (None: all). With ``after``, the kept events after that seq come first.
+
+        When the history no longer reaches back to ``after`` — or ``after`` lies
+        beyond the last seq: a seq of an earlier run of the runtime — a
+        ``resync`` comes first instead of what was lost. Raises ValueError for
+        an unknown topic or a negative ``after``.
+        """
+        wanted = self.check_topics(topics)
+        if after is not None and after < 0:
+            raise ValueError("after must not be negative")
+        sub = Subscription(self, wanted, queue_size or self.queue_size, on_overflow)
+        if after is not None and after != self.last_seq:
+            if after + 1 < self._first_kept_seq or after > self.last_seq:
+                sub.put(Event("resync", self.last_seq, {"type": "resync", "reason": "history", "seq": self.last_seq}))
+            # The newest events win when the backlog is larger than the queue.
+            backlog = [e for e in self._history if e.seq > after and sub.wants(e.topic)]
+            for event in backlog[-(sub.queue_size - len(sub)) :]:
+                sub.put(event)
+        self._subscribers.append(sub)
+        self._demand_changed(frozenset(), wanted)
+        return sub
+
+    def listening(self, topic: str) -> bool:
+        """True when some subscriber would receive an event of this topic (worth computing it)."""
+        return any(sub.wants(topic) for sub in self._subscribers)
+
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def on_demand(self, topic: str, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(True)`` when a first subscriber of ``topic`` comes, ``callback(False)`` when none is left."""
+        self._demand.setdefault(topic, []).append(callback)
+        if self.listening(topic):
+            callback(True)
+
+    def close_all(self) -> None:
+        for sub in tuple(self._subscribers):
+            sub.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "subscribers": len(self._subscribers),
+            "last_seq": self.last_seq,
+            "overflows": self.overflows,
+        }
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _remove(self, sub: Subscription) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+            self._demand_changed(sub.topics, frozenset())
+
+    def _demand_changed(self, old: frozenset[str] | None, new: frozenset[str] | None) -> None:
+        """Tell demand watchers about topics that gained their first or lost their last subscriber."""
+        for topic, callbacks in self._demand.items():
+            had = old is None or topic in old
+            has = new is None or topic in new
+            if had == has:
+                continue
+            # A subscriber that gained the topic is already counted (it is in the list and wants
+            # it); one that lost it is not: what remains are the others.
+            others = sum(1 for s in self._subscribers if s.wants(topic)) - (1 if has else 0)
+            if others > 0:
+                continue
+            for callback in callbacks:
+                try:
+                    callback(has)
+                except Exception:
+                    log.exception("a demand callback for %s failed", topic)

@@ -1,0 +1,144 @@
+"""Which paths the watcher leaves out (API.md "WebSocket events": noise is left out by default).
+
+Defaults: ``.git`` (its internals are followed separately, for ``git_changed``),
+``node_modules`` at any depth, and the state directory. ``--watch-ignore``
+adds patterns:
+
+- a pattern without a ``/`` (``*.log``, ``__pycache__``) matches a file or
+  directory of that name at any depth; a trailing ``/`` (``build/``) limits it
+  to directories;
+- a pattern with a ``/`` (``docs/_build``, ``/dist``, ``out/**/*.map``) is
+  anchored at the workspace root; ``*`` and ``?`` stay within one path
+  segment, ``**`` crosses segments;
+- ``!node_modules`` removes that default, so it is reported again.
+
+Ignoring a directory ignores everything below it, and the watcher does not
+even look inside it (no inotify watch, no polling).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+
+log = logging.getLogger("wsruntime.watch")
+
+DEFAULT_IGNORES = (".git", "node_modules")
+REMOVABLE_DEFAULTS = frozenset({"node_modules"})  # .git must stay: its internals are followed another way
+
+
+def _glob_to_regex(pattern: str) -> str:
+    """A glob as a regex over POSIX relative paths: ``*``/``?`` within a segment, ``**`` across."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")  # zero or more whole segments
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end].replace("\\", "\\\\")
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+class IgnoreRules:
+    """Decides, for a workspace-relative POSIX path, whether its changes are left out."""
+
+    def __init__(self, patterns: Iterable[str] = (), state_dir_rel: str | None = None) -> None:
+        names = dict.fromkeys(DEFAULT_IGNORES, False)  # name glob → directories only
+        anchored: list[tuple[str, bool]] = []
+        self.patterns: list[str] = list(DEFAULT_IGNORES)
+        for raw in patterns:
+            pattern = raw.strip()
+            if pattern.startswith("!"):
+                name = pattern[1:].strip("/")
+                if name in REMOVABLE_DEFAULTS:
+                    names.pop(name, None)
+                    self.patterns.remove(name)
+                else:
+                    log.warning("--watch-ignore %s: only %s can be reported again", raw, ", ".join(REMOVABLE_DEFAULTS))
+                continue
+            dir_only = pattern.endswith("/")
+            pattern = pattern.rstrip("/")
+            if "/" in pattern:
+                anchored.append((pattern.lstrip("/"), dir_only))
+            else:
+                names[pattern] = names.get(pattern, True) and dir_only
+            self.patterns.append(raw)
+        if state_dir_rel:
+            anchored.append((_escape_glob(state_dir_rel), False))
+            self.patterns.append(state_dir_rel + "/")
+        self._names = self._compile([n for n, d in names.items() if not d])
+        self._dir_names = self._compile([n for n, d in names.items() if d])
+        # An anchored pattern matches the path itself or anything below it.
+        self._anchored = self._compile([p for p, d in anchored if not d], below=True)
+        self._dir_anchored = self._compile([p for p, d in anchored if d], below=False)
+        self._dir_anchored_below = self._compile([p for p, d in anchored if d], below=True, strict_below=True)
+
+    @staticmethod
+    def _compile(globs: list[str], below: bool = False, strict_below: bool = False) -> re.Pattern[str] | None:
+        if not globs:
+            return None
+        tail = "/.+" if strict_below else "(?:/.*)?" if below else ""
+        return re.compile("(?:" + "|".join(_glob_to_regex(g) for g in globs) + ")" + tail, re.DOTALL)
+
+    def ignored_entry(self, rel: str, name: str, is_dir: bool) -> bool:
+        """For a directory walk: is this entry left out, given that its parent was not?"""
+        if self._names is not None and self._names.fullmatch(name):
+            return True
+        if is_dir and self._dir_names is not None and self._dir_names.fullmatch(name):
+            return True
+        if self._anchored is not None and self._anchored.fullmatch(rel):
+            return True
+        return is_dir and self._dir_anchored is not None and self._dir_anchored.fullmatch(rel) is not None
+
+    def ignored(self, rel: str, is_dir: bool = False) -> bool:
+        """Is this path left out, looking at every segment (for events, which may come from anywhere)?"""
+        if rel == "":
+            return False
+        parts = rel.split("/")
+        last = len(parts) - 1
+        for i, name in enumerate(parts):
+            if self._names is not None and self._names.fullmatch(name):
+                return True
+            if (i < last or is_dir) and self._dir_names is not None and self._dir_names.fullmatch(name):
+                return True
+        if self._anchored is not None and self._anchored.fullmatch(rel):
+            return True
+        if self._dir_anchored_below is not None and self._dir_anchored_below.fullmatch(rel):
+            return True
+        return is_dir and self._dir_anchored is not None and self._dir_anchored.fullmatch(rel) is not None
+
+
+def _escape_glob(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def state_dir_rel(workspace: str, state_dir: str) -> str | None:
+    """The state directory relative to the workspace, or None when it lies outside."""
+    real = os.path.realpath(state_dir)
+    if real == workspace or not real.startswith(workspace.rstrip(os.sep) + os.sep):
+        return None
+    return os.path.relpath(real, workspace).replace(os.sep, "/")
