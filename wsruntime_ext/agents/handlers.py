@@ -188,7 +188,8 @@ class PermissionHandler(ApiHandler):
 
 
 class AgentsHandler(ApiHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
+        await self.ctx.agents.detected()
         self.send_json({"agents": self.ctx.agents.agents()})
 
 

@@ -53,6 +53,7 @@ class AgentService:
         self.ctx = ctx
         self.adapters = {a.name: a for a in adapters}
         self.info: dict[str, AgentInfo] = {}
+        self._detection: asyncio.Future[None] | None = None
         self.store = SessionStore(ctx.config.state_dir)
         self.sessions: dict[str, AgentSession] = {}
         self.max_sessions = ctx.config.max_sessions
@@ -65,14 +66,23 @@ class AgentService:
     # -- start-up and shutdown ---------------------------------------------------------
 
     async def start(self) -> None:
-        """Detect the CLIs and load the stored sessions; running ones become ``interrupted``."""
-        infos = await asyncio.gather(*(self.ctx.run_blocking(a.detect) for a in self.adapters.values()))
-        self.info = {i.name: i for i in infos}
+        """Load the stored sessions (running ones become ``interrupted``) and start detecting the CLIs."""
+        # Detection runs `<cli> --version` (0.1-0.3 s each): it must not delay the port opening.
+        self._detection = asyncio.ensure_future(self._detect())
         for record in await self.ctx.run_blocking(self.store.load_all):
             session = AgentSession(record, self.adapters.get(record.get("agent", "")), None, None, self._changed)
             self.sessions[session.id] = session
             if record.get("status") not in ENDED_STATUSES:
                 await self._mark_interrupted(session)
+
+    async def _detect(self) -> None:
+        infos = await asyncio.gather(*(self.ctx.run_blocking(a.detect) for a in self.adapters.values()))
+        self.info = {i.name: i for i in infos}
+
+    async def detected(self) -> None:
+        """Wait until the CLIs have been detected (at most once per runtime)."""
+        if self._detection is not None:
+            await asyncio.shield(self._detection)
 
     async def _mark_interrupted(self, session: AgentSession) -> None:
         """A session the runtime stopped while it ran: end its open turn and its stream, keep it resumable."""
@@ -173,6 +183,7 @@ class AgentService:
         adapter = self.adapters.get(agent)
         if adapter is None:
             raise ApiError(400, "unknown_agent", f"Unknown agent {agent[:80]!r}", known=sorted(self.adapters))
+        await self.detected()
         info = self.info.get(agent)
         if info is None or not info.available:
             raise ApiError(
