@@ -348,6 +348,11 @@ async def test_watch_limit_falls_back_to_polling(tmp_path: Any) -> None:
         assert url, "the runtime did not start"
         server = _Remote(url)
         watch = await wait_until_watching(server)  # type: ignore[arg-type]
+        # The poller takes over the unwatched directories right after the walk: give it a moment.
+        deadline = time.monotonic() + 10
+        while watch["polled_directories"] < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            watch = (await server.request("GET", "/health")).body["watch"]
         assert watch["backend"] == "inotify+poll", watch
         assert watch["directories"] <= 4 and watch["polled_directories"] >= 1
         # The resync was published before we connected: it is kept, so ?after=0 replays it.
