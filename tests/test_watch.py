@@ -352,7 +352,7 @@ async def test_watch_limit_falls_back_to_polling(tmp_path: Any) -> None:
         deadline = time.monotonic() + 10
         while watch["polled_directories"] < 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            watch = (await server.request("GET", "/health")).body["watch"]
+            watch = (await server.request("GET", "/health")).body["watch"]  # type: ignore[misc]
         assert watch["backend"] == "inotify+poll", watch
         assert watch["directories"] <= 4 and watch["polled_directories"] >= 1
         # The resync was published before we connected: it is kept, so ?after=0 replays it.
