@@ -102,6 +102,30 @@ class FilesHandler(ApiHandler):
         headers = self.request.headers
         return headers.get("Content-Length", "0") != "0" or "chunked" in headers.get("Transfer-Encoding", "").lower()
 
+    # A handler that streams its body to disk sets ``pump`` in prepare() and implements _discard().
+    pump: BodyPump | None = None
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self.pump is None or self._rejection is not None or self._finished:
+            return super().data_received(chunk)
+        if self.pump.received + len(chunk) > self.max_body_bytes:
+            self._discard()
+            self.reject_body(self.body_too_large())
+            return super().data_received(chunk)
+        return self._feed(chunk)
+
+    async def _feed(self, chunk: bytes) -> None:
+        assert self.pump is not None
+        try:
+            await self.pump.feed(chunk)
+        except ApiError as error:
+            self._discard()
+            self.reject_body(error)
+
+    def _discard(self) -> None:
+        """Throw away what the streamed body produced so far."""
+        self.pump = None
+
     _cleanup: asyncio.Future[Any] | None = None
 
     def clean_up(self, fn: Callable[[], None]) -> None:
@@ -213,7 +237,6 @@ class FileHandler(FilesHandler):
     """``GET``/``HEAD``/``PUT``/``DELETE /api/v1/files/{path}``."""
 
     writer: AtomicWriter | None = None
-    pump: BodyPump | None = None
     target: WorkspacePath | None = None
     json_write = False
     small_write = False
@@ -381,23 +404,6 @@ class FileHandler(FilesHandler):
         assert self.writer is not None and self.target is not None
         self.files.write_chunk(self.writer, data, self.target.rel)
 
-    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
-        if self.pump is None or self._rejection is not None or self._finished:
-            return super().data_received(chunk)
-        if self.pump.received + len(chunk) > self.max_body_bytes:
-            self._discard()
-            self.reject_body(self.body_too_large())
-            return super().data_received(chunk)
-        return self._feed(chunk)
-
-    async def _feed(self, chunk: bytes) -> None:
-        assert self.pump is not None
-        try:
-            await self.pump.feed(chunk)
-        except ApiError as error:
-            self._discard()
-            self.reject_body(error)
-
     def _discard(self) -> None:
         """Throw the temporary file away (in the thread pool, after any write still running)."""
         writer, self.writer = self.writer, None
@@ -449,7 +455,6 @@ class UploadHandler(FilesHandler):
     """``POST /api/v1/files/upload?path=DIR&overwrite=false`` (multipart/form-data)."""
 
     upload: MultipartUpload | None = None
-    pump: BodyPump | None = None
 
     async def prepare(self) -> None:  # type: ignore[override]
         if self.request.method == "POST":
@@ -472,23 +477,6 @@ class UploadHandler(FilesHandler):
     def _check_base(base: WorkspacePath) -> None:
         if os.path.lexists(base.real) and not os.path.isdir(base.real):
             raise ApiError(400, "not_a_directory", f"{base.rel} is not a directory", path=base.rel)
-
-    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
-        if self.pump is None or self._rejection is not None or self._finished:
-            return super().data_received(chunk)
-        if self.pump.received + len(chunk) > self.max_body_bytes:
-            self._discard()
-            self.reject_body(self.body_too_large())
-            return super().data_received(chunk)
-        return self._feed(chunk)
-
-    async def _feed(self, chunk: bytes) -> None:
-        assert self.pump is not None
-        try:
-            await self.pump.feed(chunk)
-        except ApiError as error:
-            self._discard()
-            self.reject_body(error)
 
     def _discard(self) -> None:
         upload, self.upload = self.upload, None
