@@ -63,6 +63,20 @@ class EventStream:
             f"{kind} {path}",
         )
 
+    async def expect_files(self, wanted: set[tuple[str, str]], timeout: float = 1.0) -> None:
+        """Read until every (path, kind) came, in any order (a child found by the kernel may precede its parent
+        found by a walk)."""
+        missing = set(wanted)
+        deadline = time.monotonic() + timeout
+        start = len(self.seen)
+        while missing:
+            remaining = deadline - time.monotonic()
+            event = await self.next(remaining) if remaining > 0 else None
+            if event is None:
+                raise AssertionError(f"no {sorted(missing)} within {timeout}s; got {self.seen[start:]}")
+            if event["type"] == "file_changed":
+                missing.discard((event["path"], event["event_type"]))
+
     async def collect(self, duration: float) -> list[dict[str, Any]]:
         """Every event that arrives within ``duration`` seconds."""
         deadline = time.monotonic() + duration

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerPool, ServerThread
-from wsruntime_ext.files.search import GlobFilter, glob_to_regex
+from wsruntime_ext.files.search import GlobFilter
 
 BACKENDS = ["python", pytest.param("rg", marks=pytest.mark.skipif(not shutil.which("rg"), reason="rg not installed"))]
 
@@ -148,22 +148,7 @@ async def test_bad_queries(searcher: ServerThread) -> None:
     assert r.status == 404
 
 
-def test_glob_translation() -> None:
-    cases = [
-        ("*.py", "a.py", True),
-        ("*.py", "a/b.py", False),
-        ("**/*.py", "a/b/c.py", True),
-        ("**/*.py", "c.py", True),
-        ("src/**", "src/a/b", True),
-        ("a?c", "abc", True),
-        ("a?c", "a/c", False),
-        ("[ab].txt", "b.txt", True),
-        ("[!ab].txt", "b.txt", False),
-        ("*.{js,ts}", "x.ts", True),
-        ("*.{js,ts}", "x.py", False),
-    ]
-    for glob, path, expected in cases:
-        assert bool(glob_to_regex(glob).match(path)) is expected, (glob, path)
+def test_glob_filter() -> None:
     assert GlobFilter("*.py").accepts("deep/dir/x.py", "x.py")
     assert not GlobFilter("src/*.py").accepts("other/x.py", "x.py")
     assert not GlobFilter("!*.py").accepts("x.py", "x.py")

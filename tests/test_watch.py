@@ -108,8 +108,7 @@ async def test_directories_created_after_start_are_watched(servers: ServerPool, 
     try:
         os.makedirs(f"{top}/a/b/c")
         write(f"{top}/a/b/c/deep.txt")
-        for path in ("a", "a/b", "a/b/c", "a/b/c/deep.txt"):
-            await stream.expect_file(f"{name}/{path}", "created", WITHIN)
+        await stream.expect_files({(f"{name}/{p}", "created") for p in ("a", "a/b", "a/b/c", "a/b/c/deep.txt")}, WITHIN)
         await stream.collect(0.3)
         write(f"{top}/a/b/c/deep.txt", "changed")
         await stream.expect_file(f"{name}/a/b/c/deep.txt", "modified", WITHIN)
@@ -507,6 +506,7 @@ def test_watch_flags_and_variables() -> None:
         ["--stats-interval", "0"],
         ["--stats-interval", "x"],
         ["--watch-ignore", "/"],
+        ["--watch-ignore", "*.{log,tmp"],
     ):
         with pytest.raises(SystemExit) as exited:
             parse_config(argv, environ={})

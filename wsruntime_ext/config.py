@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from wsruntime_ext import __version__
+from wsruntime_ext.globs import glob_to_regex
 
 DEFAULT_PORT = 3002
 DEFAULT_MAX_UPLOAD_SIZE = 1 << 30  # 1 GiB
@@ -135,6 +137,10 @@ def _ignore_pattern(value: str) -> str:
     pattern = value.strip()
     if not pattern.strip("!/") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in pattern):
         raise argparse.ArgumentTypeError(f"not an ignore pattern: {value!r} (e.g. '*.log', 'build/', 'dist/**')")
+    try:
+        re.compile(glob_to_regex(pattern.lstrip("!").strip("/")))
+    except (ValueError, re.error) as exc:
+        raise argparse.ArgumentTypeError(f"not an ignore pattern: {value!r} ({exc})") from None
     return pattern
 
 

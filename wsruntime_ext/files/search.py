@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 from wsruntime_ext.base import ApiError, log
+from wsruntime_ext.globs import glob_to_regex
 from wsruntime_ext.paths import WorkspacePath, is_within
 
 SKIPPED_DIRS = (".git", "node_modules")
@@ -51,59 +52,6 @@ class SearchQuery:
     timeout: float = 20.0
 
 
-def glob_to_regex(glob: str) -> re.Pattern[str]:
-    """ripgrep's glob syntax as a regular expression over a ``/``-separated relative path (or a name)."""
-    out = []
-    i = 0
-    n = len(glob)
-    depth = 0  # inside {...}
-    while i < n:
-        c = glob[i]
-        if glob.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if glob.startswith("/**", i) and i + 3 == n:
-            out.append("(?:/.*)?")
-            i += 3
-            continue
-        if glob.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = glob.find("]", i + 2 if glob[i + 1 : i + 2] in ("!", "^") else i + 1)
-            if end == -1:
-                out.append(re.escape(c))
-            else:
-                body = glob[i + 1 : end]
-                if body[:1] in ("!", "^"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = end
-        elif c == "{":
-            depth += 1
-            out.append("(?:")
-        elif c == "}" and depth:
-            depth -= 1
-            out.append(")")
-        elif c == "," and depth:
-            out.append("|")
-        elif c == "\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(glob[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    if depth:
-        raise ApiError(400, "invalid_glob", "Unbalanced { in glob", glob=glob)
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
-
-
 class GlobFilter:
     """One glob as ripgrep applies it to the files below the searched directory."""
 
@@ -115,9 +63,9 @@ class GlobFilter:
         if not pattern:
             raise ApiError(400, "invalid_glob", "Empty glob", glob=glob)
         try:
-            self.regex = glob_to_regex(pattern)
-        except re.error:
-            raise ApiError(400, "invalid_glob", "Invalid glob", glob=glob) from None
+            self.regex = re.compile(glob_to_regex(pattern) + r"\Z", re.DOTALL)
+        except (ValueError, re.error) as e:  # an open { / what re refuses
+            raise ApiError(400, "invalid_glob", f"Invalid glob: {e}", glob=glob) from None
 
     def accepts(self, rel: str, name: str) -> bool:
         matched = bool(self.regex.match(rel if self.anchored else name))

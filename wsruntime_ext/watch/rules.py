@@ -23,44 +23,12 @@ import os
 import re
 from collections.abc import Iterable
 
+from wsruntime_ext.globs import escape_glob, glob_to_regex
+
 log = logging.getLogger("wsruntime.watch")
 
 DEFAULT_IGNORES = (".git", "node_modules")
 REMOVABLE_DEFAULTS = frozenset({"node_modules"})  # .git must stay: its internals are followed another way
-
-
-def _glob_to_regex(pattern: str) -> str:
-    """A glob as a regex over POSIX relative paths: ``*``/``?`` within a segment, ``**`` across."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")  # zero or more whole segments
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
-            if end == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : end].replace("\\", "\\\\")
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
 
 
 class IgnoreRules:
@@ -88,7 +56,7 @@ class IgnoreRules:
                 names[pattern] = names.get(pattern, True) and dir_only
             self.patterns.append(raw)
         if state_dir_rel:
-            anchored.append((_escape_glob(state_dir_rel), False))
+            anchored.append((escape_glob(state_dir_rel), False))
             self.patterns.append(state_dir_rel + "/")
         self._names = self._compile([n for n, d in names.items() if not d])
         self._dir_names = self._compile([n for n, d in names.items() if d])
@@ -102,7 +70,7 @@ class IgnoreRules:
         if not globs:
             return None
         tail = "/.+" if strict_below else "(?:/.*)?" if below else ""
-        return re.compile("(?:" + "|".join(_glob_to_regex(g) for g in globs) + ")" + tail, re.DOTALL)
+        return re.compile("(?:" + "|".join(glob_to_regex(g) for g in globs) + ")" + tail, re.DOTALL)
 
     def ignored_entry(self, rel: str, name: str, is_dir: bool) -> bool:
         """For a directory walk: is this entry left out, given that its parent was not?"""
@@ -130,10 +98,6 @@ class IgnoreRules:
         if self._dir_anchored_below is not None and self._dir_anchored_below.fullmatch(rel):
             return True
         return is_dir and self._dir_anchored is not None and self._dir_anchored.fullmatch(rel) is not None
-
-
-def _escape_glob(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def state_dir_rel(workspace: str, state_dir: str) -> str | None:
