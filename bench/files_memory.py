@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,40 +25,8 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-MIB = 1 << 20
-
-
-class PeakRss:
-    """The highest RSS of a process while the block runs, sampled in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.005)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def pieces(total: int, piece: int = MIB) -> Iterator[bytes]:
-    """``total`` bytes of incompressible data, ``piece`` at a time (the client holds one piece)."""
-    block = os.urandom(piece)
-    sent = 0
-    while sent < total:
-        n = min(piece, total - sent)
-        yield block[:n]
-        sent += n
+sys.path.insert(0, str(ROOT))
+from tests.memory import MIB, PeakRss, body_pieces  # noqa: E402  (run as a script: the project root first)
 
 
 def free_port() -> int:
@@ -88,7 +55,7 @@ def transfer(port: int, kind: str, size: int) -> float:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     started = time.perf_counter()
     if kind == "PUT (raw body)":
-        conn.request("PUT", "/api/v1/files/up.bin", body=pieces(size), headers={"Content-Length": str(size)})
+        conn.request("PUT", "/api/v1/files/up.bin", body=body_pieces(size), headers={"Content-Length": str(size)})
         response = conn.getresponse()
         response.read()
         assert response.status in (200, 201), response.status
@@ -99,7 +66,7 @@ def transfer(port: int, kind: str, size: int) -> float:
 
         def body() -> Iterator[bytes]:
             yield head
-            yield from pieces(size)
+            yield from body_pieces(size)
             yield tail
 
         conn.request(

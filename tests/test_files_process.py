@@ -21,8 +21,8 @@ import psutil
 import pytest
 
 from tests.conftest import RuntimeProcess
+from tests.memory import MIB, PeakRss, body_pieces
 
-MIB = 1 << 20
 A = b"a" * MIB
 B = b"b" * MIB
 
@@ -100,38 +100,6 @@ def test_sigkill_mid_write_leaves_one_whole_version() -> None:
         assert content in (A, B), f"round {round_number}: a torn file of {len(content)} bytes"
     # What a kill leaves behind is only unfinished temporary files, never the target.
     assert all(".wsrt-tmp" in name or name in ("doc.bin", ".wsruntime") for name in os.listdir(workspace))
-
-
-class PeakRss:
-    """Samples a process's RSS every few milliseconds in a thread; ``peak`` is the highest seen."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.005)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def body_pieces(total: int, piece: int = MIB) -> Iterator[bytes]:
-    block = os.urandom(piece)
-    sent = 0
-    while sent < total:
-        n = min(piece, total - sent)
-        yield block[:n]
-        sent += n
 
 
 @pytest.mark.parametrize("kind", ["put", "get", "upload"])
