@@ -288,22 +288,14 @@ class InotifyBackend:
                     log.warning("cannot watch %s: %s", path, exc.strerror)
                 continue
             try:
-                with os.scandir(path) as entries:
-                    for entry in entries:
-                        child = f"{rel}/{entry.name}" if rel else entry.name
-                        try:
-                            is_dir = entry.is_dir(follow_symlinks=False)
-                        except OSError:
-                            continue
-                        if not _utf8(entry.name) or self.rules.ignored_entry(child, entry.name, is_dir):
-                            continue
-                        if report:
-                            if len(found) < REPORT_CAP:
-                                found.append((child, is_dir))
-                            else:
-                                capped = True
-                        if is_dir:
-                            stack.append(child)
+                for _name, child, is_dir in self.rules.entries(path, rel):
+                    if report:
+                        if len(found) < REPORT_CAP:
+                            found.append((child, is_dir))
+                        else:
+                            capped = True
+                    if is_dir:
+                        stack.append(child)
             except OSError:
                 continue  # gone or unreadable since: its parent's events say so
         if before and not self._stopping:
@@ -513,11 +505,3 @@ class InotifyBackend:
         ):
             self.watcher.spawn(self.watcher.run_blocking(self.watch_git, [path], refs))
         self.watcher.git_path_changed(path)
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

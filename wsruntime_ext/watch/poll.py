@@ -153,16 +153,8 @@ class PollScanner:
     def _list(self, rel: str) -> dict[str, bool] | None:
         entries: dict[str, bool] = {}
         try:
-            with os.scandir(self._abs(rel)) as it:
-                for entry in it:
-                    child = f"{rel}/{entry.name}" if rel else entry.name
-                    try:
-                        is_dir = entry.is_dir(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if not _utf8(entry.name) or self.rules.ignored_entry(child, entry.name, is_dir):
-                        continue
-                    entries[entry.name] = is_dir
+            for name, _child, is_dir in self.rules.entries(self._abs(rel), rel):
+                entries[name] = is_dir
         except OSError:
             return None
         return entries
@@ -349,11 +341,3 @@ class PollingBackend:
             pass
         except Exception:
             log.exception("the polling watcher stopped")
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

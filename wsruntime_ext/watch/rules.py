@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from wsruntime_ext.globs import escape_glob, glob_to_regex
 
@@ -82,6 +82,21 @@ class IgnoreRules:
             return True
         return is_dir and self._dir_anchored is not None and self._dir_anchored.fullmatch(rel) is not None
 
+    def entries(self, path: str, rel: str) -> Iterator[tuple[str, str, bool]]:
+        """(name, relative path, is_dir) of what a directory holds that is not ignored; OSError when unreadable.
+
+        Names that are not UTF-8 are left out too: no JSON string can name them for a client.
+        """
+        with os.scandir(path) as listing:
+            for entry in listing:
+                child = f"{rel}/{entry.name}" if rel else entry.name
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if _utf8(entry.name) and not self.ignored_entry(child, entry.name, is_dir):
+                    yield entry.name, child, is_dir
+
     def ignored(self, rel: str, is_dir: bool = False) -> bool:
         """Is this path left out, looking at every segment (for events, which may come from anywhere)?"""
         if rel == "":
@@ -106,3 +121,11 @@ def state_dir_rel(workspace: str, state_dir: str) -> str | None:
     if real == workspace or not real.startswith(workspace.rstrip(os.sep) + os.sep):
         return None
     return os.path.relpath(real, workspace).replace(os.sep, "/")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
