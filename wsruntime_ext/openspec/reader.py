@@ -186,7 +186,11 @@ def parse_tasks(text: str) -> list[Task]:
     return tasks
 
 
-_WS_CHARS = "\t\n\x0b\x0c\r \xa0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+_WS_CHARS = (
+    "\t\n\x0b\x0c\r \xa0\u1680"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+    + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 
 
 @dataclasses.dataclass
@@ -663,5 +667,5 @@ def read_archived(changes_dir: str) -> list[dict[str, Any]]:
                 "date": match.group(1) if match else None,
             }
         )
-    archived.sort(key=lambda a: a["name"], reverse=True)
+    archived.sort(key=lambda a: str(a["name"]), reverse=True)
     return archived

@@ -26,7 +26,9 @@ _INT = re.compile(r"[-+]?[0-9]+")
 _OCT = re.compile(r"0o[0-7]+")
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
-_KEY = re.compile(r"""^(?:"((?:[^"\\]|\\.)*)"|'((?:[^']|'')*)'|([^\s#'"\[\]{},&*!|>%@`-][^#]*?|-[^\s#][^#]*?))\s*:(?:\s+|$)""")
+_KEY = re.compile(
+    r"""^(?:"((?:[^"\\]|\\.)*)"|'((?:[^']|'')*)'|([^\s#'"\[\]{},&*!|>%@`-][^#]*?|-[^\s#][^#]*?))\s*:(?:\s+|$)"""
+)
 _BLOCK_HEADER = re.compile(r"^([|>])([-+]?)([1-9]?)([-+]?)\s*(?:#.*)?$")
 
 
@@ -171,7 +173,7 @@ class _Reader:
     def indent(self, i: int) -> int:
         line = self.lines[i]
         n = len(line) - len(line.lstrip(" "))
-        if line[n:n + 1] == "\t":
+        if line[n : n + 1] == "\t":
             raise YamlError(f"a tab in the indentation of line {i + 1}")
         return n
 
@@ -230,7 +232,7 @@ class _Reader:
                 key = match.group(3).strip()
             if key in result:
                 raise YamlError(f"duplicate key {key!r} on line {i + 1}")
-            rest = content[match.end():]
+            rest = content[match.end() :]
             if rest.strip() == "" or rest.strip().startswith("#"):
                 nxt = self.skip(i + 1)
                 if nxt < len(self.lines) and (
@@ -241,7 +243,9 @@ class _Reader:
                 else:
                     value, i = None, i + 1
             else:
-                value, i = self.inline_value(i, indent + match.end() + (len(rest) - len(rest.lstrip())), rest.strip(), indent)
+                value, i = self.inline_value(
+                    i, indent + match.end() + (len(rest) - len(rest.lstrip())), rest.strip(), indent
+                )
             result[key] = value
         return result, i
 
@@ -283,7 +287,7 @@ class _Reader:
         if not match:
             raise YamlError(f"unterminated quoted string on line {i + 1}")
         body = match.group(1)
-        after = text[match.end():].split("\n", 1)[0]
+        after = text[match.end() :].split("\n", 1)[0]
         if _strip_comment(after) != "":
             raise YamlError(f"unexpected text after a quoted string on line {i + 1}")
         lines_used = body.count("\n")
@@ -298,7 +302,7 @@ class _Reader:
         text = "\n".join(self.lines[i:])[column:]
         parser = _Flow(text)
         value = parser.value()
-        rest = text[parser.pos:].split("\n", 1)[0]
+        rest = text[parser.pos :].split("\n", 1)[0]
         if _strip_comment(rest) != "":
             raise YamlError(f"unexpected text after a flow collection on line {i + 1}")
         return value, i + text[: parser.pos].count("\n") + 1
@@ -357,11 +361,11 @@ def _fold_block(lines: list[str]) -> str:
     previous_more_indented = True
     empty_run = 0
     for index, line in enumerate(lines):
-        if line == "" or line.strip() == "" and not line.startswith(" "):
+        if line == "" or (line.strip() == "" and not line.startswith(" ")):
             empty_run += 1
             continue
         more_indented = line.startswith(" ") or line.startswith("\t")
-        if index == 0 or out == "" and empty_run == 0:
+        if index == 0 or (out == "" and empty_run == 0):
             out += "\n" * empty_run + line
         elif more_indented or previous_more_indented:
             out += "\n" * (empty_run + 1) + line
@@ -474,7 +478,7 @@ class _Flow:
             if ch == "#" and self.pos > start and text[self.pos - 1] in " \t":
                 break
             self.pos += 1
-        raw = text[start:self.pos].strip()
+        raw = text[start : self.pos].strip()
         if raw == "" and not in_key:
             return None
         return resolve_plain(raw) if raw else ""
