@@ -489,7 +489,7 @@ def change_status(root: str, name: str, config: dict[str, Any], catalog: SchemaC
 def apply_state(change_dir: str, schema: Schema, completed: set[str], skipped: set[str]) -> dict[str, Any]:
     """``instructions apply``'s ``state``, ``progress`` and ``missingArtifacts`` (§4.6)."""
     missing = [a for a in schema.applies_to() if a not in completed and a not in skipped]
-    tasks: list[Task] = []
+    tasks: list[Task] = []  # every checkbox line: the progress counts them all
     unreadable = False
     files: list[str] = []
     if schema.tracks is not None:
@@ -499,16 +499,17 @@ def apply_state(change_dir: str, schema: Schema, completed: set[str], skipped: s
             if text is None:
                 unreadable = True
                 continue
-            tasks.extend(t for t in parse_tasks(text) if t.description)
+            tasks.extend(parse_tasks(text))
+    listed = [t for t in tasks if t.description]  # the tasks an agent can work on
     total = len(tasks)
     done = sum(t.done for t in tasks)
     if missing:
         state = "blocked"
     elif schema.tracks is not None and not files:
         state = "blocked"
-    elif schema.tracks is not None and unreadable and not tasks:
+    elif schema.tracks is not None and unreadable and not listed:
         state = "blocked"
-    elif schema.tracks is not None and not tasks:
+    elif schema.tracks is not None and not listed:
         state = "blocked"
     elif schema.tracks is not None and not unreadable and total > 0 and done == total:
         state = "all_done"
