@@ -269,17 +269,35 @@ def find_root(workspace: str) -> str | None:
     return None
 
 
+_YAML_CACHE: dict[str, tuple[tuple[int, int, int], Any]] = {}
+_YAML_CACHE_SIZE = 4096
+
+
 def read_yaml_file(path: str) -> tuple[bool, Any]:
-    """(exists, value); an unparseable file is (True, YamlError)."""
+    """(exists, value); an unparseable file is (True, YamlError). Parsed once per file version."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False, None
     if not os.path.isfile(path):
         return False, None
+    key = (st.st_mtime_ns, st.st_size, st.st_ino)
+    hit = _YAML_CACHE.get(path)
+    if hit is not None and hit[0] == key:
+        return True, hit[1]
     text = read_text(path)
+    value: Any
     if text is None:
-        return True, YamlError("unreadable")
-    try:
-        return True, parse(text)
-    except YamlError as exc:
-        return True, exc
+        value = YamlError("unreadable")
+    else:
+        try:
+            value = parse(text)
+        except YamlError as exc:
+            value = exc
+    if len(_YAML_CACHE) >= _YAML_CACHE_SIZE:
+        _YAML_CACHE.clear()
+    _YAML_CACHE[path] = (key, value)
+    return True, value
 
 
 def read_config(root: str) -> dict[str, Any]:

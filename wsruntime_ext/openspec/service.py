@@ -214,8 +214,14 @@ class OpenSpecService:
 
     async def state(self) -> dict[str, Any]:
         view = await self.ctx.run_blocking(self._read)
-        await self.detected()
-        return {**view, "cli": {"available": self.cli["available"], "version": self.cli["version"]}}
+        return {**view, "cli": self.cli_info()}
+
+    def cli_info(self) -> dict[str, Any]:
+        """What is known of the CLI; never waits for the detection (Node may take seconds to answer)."""
+        info: dict[str, Any] = {"available": self.cli["available"], "version": self.cli["version"]}
+        if self._detection is not None and not self._detection.done():
+            info["detecting"] = True
+        return info
 
     # -- actions -------------------------------------------------------------------------
 

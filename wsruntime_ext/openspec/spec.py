@@ -107,7 +107,11 @@ schemas: dict[str, Any] = {
             "cli": {
                 "type": "object",
                 "required": ["available", "version"],
-                "properties": {"available": {"type": "boolean"}, "version": _NULLABLE_STR},
+                "properties": {
+                    "available": {"type": "boolean"},
+                    "version": _NULLABLE_STR,
+                    "detecting": {"type": "boolean", "description": "start-up is still running `openspec --version`"},
+                },
             },
         },
     },
