@@ -170,7 +170,7 @@ openapi: dict[str, Any] = {
                 "tags": [TAG],
                 "parameters": [
                     _WORKSPACE,
-                    path_param("action", "One of " + ", ".join(ACTIONS)),
+                    {**path_param("action", "The workflow action"), "schema": {"enum": list(ACTIONS)}},
                 ],
                 "requestBody": {"required": False, "content": json_content(ref("OpenSpecActionRequest"))},
                 "responses": {
