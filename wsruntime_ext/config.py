@@ -45,6 +45,7 @@ class Config:
     stats_interval: float = DEFAULT_STATS_INTERVAL  # seconds between system_stats events
     max_sessions: int = DEFAULT_MAX_SESSIONS  # agent sessions running at once; more are refused with 429
     claude_bin: str | None = None  # the Claude Code executable (default: claude on PATH)
+    openspec_bin: str | None = None  # the OpenSpec CLI (default: openspec on PATH)
 
     @property
     def auth_enabled(self) -> bool:
@@ -159,6 +160,7 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--stats-interval", "stats_interval", _seconds, "seconds between system_stats events (default: 2)"),
     ("--max-sessions", "max_sessions", _session_count, "agent sessions running at once, 1-1000 (default: 10)"),
     ("--claude-bin", "claude_bin", str, "the Claude Code executable (default: claude on PATH)"),
+    ("--openspec-bin", "openspec_bin", str, "the OpenSpec CLI, for the init action (default: openspec on PATH)"),
 ]
 
 
@@ -254,6 +256,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         stats_interval=values["stats_interval"] or DEFAULT_STATS_INTERVAL,
         max_sessions=values["max_sessions"] or DEFAULT_MAX_SESSIONS,
         claude_bin=values["claude_bin"] or None,
+        openspec_bin=values["openspec_bin"] or None,
     )
 
 
