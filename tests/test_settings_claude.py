@@ -167,3 +167,37 @@ async def test_mcp_servers_written_through_the_api_connect(runtime: ServerThread
     status, out = await run_cli(runtime, mock, "mcp", "list")
     lines = {line.split(":", 1)[0]: line for line in out.splitlines() if ":" in line}
     assert all("✔ Connected" in lines[name] for name in ("proj", "usr", "loc")), out
+
+
+async def test_claude_config_dir_is_where_user_settings_live(
+    servers: ServerPool, mock: MockAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With CLAUDE_CONFIG_DIR in the runtime's environment, user settings go there, and the CLI reads them there."""
+    base = tempfile.mkdtemp(prefix="settings-claude-cfg-")
+    home, config_dir, workspace = (os.path.join(base, name) for name in ("home", "cfg", "ws"))
+    for directory in (home, workspace):
+        os.makedirs(directory)
+    subprocess.run(["git", "init", "-q", workspace], check=True)
+    monkeypatch.setenv("HOME", home)
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", config_dir)
+    server = servers.fresh(workspace=workspace)
+    try:
+        assert server.runtime is not None
+        env = mock.env(home)
+        del env["HOME"]
+        server.runtime.ctx.agents.env_overrides = env
+        marker = os.path.join(workspace, "hook-marker.txt")
+        r = await server.request(
+            "PUT", "/api/v1/settings/hooks?scope=user", {"hooks": command_hook(f"echo cfg >> '{marker}'")}
+        )
+        assert r.status == 200 and r.body["path"] == os.path.join(config_dir, "settings.json"), r.raw
+        assert not os.path.exists(os.path.join(home, ".claude"))
+        mock.script("cfghook", reply(tool_use("Bash", {"command": "echo tool-ran"})), reply(text("Done.")))
+        session = await create(server, prompt="scn:cfghook run echo", allowed_tools=["Bash(echo *)"])
+        frames, code = await stream(server, session["id"], timeout=120)
+        assert code == 1000 and frames[-1]["status"] == "completed", frames
+        with open(marker, encoding="utf-8") as f:
+            assert f.read().split() == ["cfg"]
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
