@@ -476,3 +476,9 @@ def test_claude_config_dir_moves_user_files(tmp_path: Any) -> None:
     answer, _ = asyncio.run(service.write("user", "hooks", {"Stop": []}, Conditions()))
     assert answer["path"] == os.path.join(config_dir, "settings.json")  # outside the home: shown absolute
     assert read_json(os.path.join(config_dir, "settings.json")) == {"hooks": {"Stop": []}}
+
+
+async def test_an_empty_scope_is_refused(srv: ServerThread) -> None:
+    for path in ("/api/v1/settings?scope=", "/api/v1/settings/mcp?scope=EFFECTIVE"):
+        r = await srv.request("GET", path)
+        assert r.status == 400 and r.error_code == "invalid_parameter", r.raw

@@ -17,7 +17,7 @@ class SettingsPartHandler(ApiHandler):
         return self.ctx.settings
 
     def scope(self, writing: bool) -> str:
-        scope = self.query("scope") or "project"
+        scope = self.query("scope", "project")
         if scope not in READ_SCOPES:
             raise ApiError(
                 400,
