@@ -217,6 +217,7 @@ INVALID: list[tuple[str, Any, str]] = [
     ("/api/v1/settings/mcp", {"web": {"type": "http"}}, "$.mcpServers.web.url"),
     ("/api/v1/settings/mcp", {"web": {"type": "sse", "url": "ftp://x"}}, "$.mcpServers.web.url"),
     ("/api/v1/settings/mcp", {"web": {"type": "ws", "url": "ws://x"}}, "$.mcpServers.web.type"),
+    ("/api/v1/settings/mcp", {"web": {"type": "http", "url": "http://[::1"}}, "$.mcpServers.web.url"),
     ("/api/v1/settings/mcp", {"my server": {"type": "http", "url": "https://x", "headers": {"A": None}}},
      '$.mcpServers["my server"].headers.A'),
     ("/api/v1/settings/mcp", {"echo": "python3 echo.py"}, "$.mcpServers.echo"),

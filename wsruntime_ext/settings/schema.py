@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import urllib.parse
 from typing import Any
 
 # Every hook event Claude Code 2.1.197 knows (taken from the CLI itself); a name outside it is a typo or
@@ -51,6 +52,8 @@ HOOK_EVENTS = (
 MCP_TYPES = ("stdio", "sse", "http")
 _MEMBER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# An MCP server's url (the OpenAPI schema says the same): http(s), a host or [IPv6 literal], maybe a port.
+URL_PATTERN = r"^https?://(\[[0-9A-Fa-f:.]+\]|[^\s/\[\]:]+)(:[0-9]{1,5})?(/|$)"
 MAX_DEPTH = 64  # nesting kept from a client; the CLI never needs more
 
 
@@ -92,10 +95,15 @@ def check_object(value: Any, path: str) -> dict[str, Any]:
     return value
 
 
+def visible(value: str) -> bool:
+    """Whether a string has a character that is not white space (U+FEFF counts as space, as in JSON Schema)."""
+    return bool(value.replace("\ufeff", "").strip())
+
+
 def check_string(value: Any, path: str, non_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise _fail(path, "a string", value)
-    if non_empty and not value.strip():
+    if non_empty and not visible(value):
         raise SettingsInvalid(path, "must not be empty")
     return value
 
@@ -187,7 +195,7 @@ def validate_mcp_servers(value: Any, path: str = "$.mcpServers") -> dict[str, An
     """``{"<name>": stdio {command, args?, env?} | sse/http {url, headers?}}``."""
     for name, server in check_object(value, path).items():
         server_path = member(path, name)
-        if not name.strip() or _CONTROL.search(name):
+        if not visible(name) or _CONTROL.search(name):
             raise SettingsInvalid(server_path, "a server name must be non-empty, without control characters")
         check_object(server, server_path)
         kind = server.get("type", "stdio")
@@ -205,11 +213,22 @@ def validate_mcp_servers(value: Any, path: str = "$.mcpServers") -> dict[str, An
             if "url" not in server:
                 raise SettingsInvalid(f"{server_path}.url", f"is required for an {kind} server")
             url = check_string(server["url"], f"{server_path}.url", non_empty=True)
-            if not re.match(r"^https?://[^\s/]+", url):
+            if not _is_http_url(url):
                 raise SettingsInvalid(f"{server_path}.url", "must be an http:// or https:// URL")
             if "headers" in server:
                 check_string_map(server["headers"], f"{server_path}.headers")
     return value  # type: ignore[no-any-return]
+
+
+def _is_http_url(url: str) -> bool:
+    if not re.match(URL_PATTERN, url) or _CONTROL.search(url):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:  # "Invalid IPv6 URL", a bad port
+        return False
+    return bool(parts.hostname)
 
 
 # -- whole settings -------------------------------------------------------------------

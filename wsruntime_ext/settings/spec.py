@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from wsruntime_ext.openapi import errors, json_content, query_param, ref
-from wsruntime_ext.settings.schema import HOOK_EVENTS
+from wsruntime_ext.settings.schema import HOOK_EVENTS, URL_PATTERN
 from wsruntime_ext.settings.service import READ_SCOPES, SCOPES
 
 TAG = "settings"
@@ -101,7 +101,7 @@ schemas: dict[str, Any] = {
                 "required": ["type", "url"],
                 "properties": {
                     "type": {"enum": ["sse", "http"]},
-                    "url": {"type": "string", "pattern": "^https?://[^\\s/]+"},
+                    "url": {"type": "string", "pattern": URL_PATTERN},
                     "headers": _STRING_MAP,
                 },
             },
