@@ -185,8 +185,8 @@ def _body_schema(part: str, schema: str) -> dict[str, Any]:
         "properties": {
             part: ref(schema),
             "scope": {
-                "type": "string",
-                "enum": list(SCOPES),
+                "type": ["string", "null"],
+                "enum": [*SCOPES, None],
                 "description": "optional (a GET answer sent back); must equal `?scope=` (else 400 `scope_mismatch`)",
             },
         },
