@@ -483,3 +483,30 @@ async def test_an_empty_scope_is_refused(srv: ServerThread) -> None:
     for path in ("/api/v1/settings?scope=", "/api/v1/settings/mcp?scope=EFFECTIVE"):
         r = await srv.request("GET", path)
         assert r.status == 400 and r.error_code == "invalid_parameter", r.raw
+
+
+async def test_parallel_writes_to_one_file_all_land(srv: ServerThread) -> None:
+    """Local and user MCP servers share ~/.claude.json: concurrent PUTs to both parts lose nothing."""
+    write_json(home_of(srv, ".claude.json"), {"numStartups": 7}, mode=0o600)
+    puts = []
+    for n in range(8):
+        puts.append(put(srv, "/api/v1/settings/mcp?scope=user", {"mcpServers": {f"user{n}": {"command": "u"}}}))
+        puts.append(put(srv, "/api/v1/settings/mcp?scope=local", {"mcpServers": {f"local{n}": {"command": "l"}}}))
+    answers = await asyncio.gather(*puts)
+    assert all(r.status == 200 for r in answers), [r.raw for r in answers if r.status != 200]
+    data = read_json(home_of(srv, ".claude.json"))
+    # Each part holds one of its writes (the last to land); the other part and the other state survived.
+    assert data["numStartups"] == 7
+    assert len(data["mcpServers"]) == 1 and next(iter(data["mcpServers"])).startswith("user")
+    local = data["projects"][srv.workspace]["mcpServers"]
+    assert len(local) == 1 and next(iter(local)).startswith("local")
+
+
+async def test_absurd_nesting_is_refused_with_its_path(srv: ServerThread) -> None:
+    deep: Any = "leaf"
+    for _ in range(70):
+        deep = {"x": deep}
+    r = await put(srv, "/api/v1/settings", {"settings": {"futureKey": deep}})
+    assert r.status == 400 and r.error_code == "invalid_settings"
+    assert r.body["error"]["details"]["path"].startswith("$.futureKey.x.x")
+    assert not os.path.exists(ws_of(srv, ".claude"))

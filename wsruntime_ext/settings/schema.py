@@ -252,7 +252,6 @@ _STRING_LIST_KEYS = ("enabledMcpjsonServers", "disabledMcpjsonServers", "company
 def validate_settings(value: Any, path: str = "$") -> dict[str, Any]:
     """A whole settings object: the keys the runtime knows type-checked, the others kept."""
     settings = check_object(value, path)
-    check_depth(settings, path)
     for key in _STRING_KEYS:
         if key in settings:
             check_string(settings[key], member(path, key))

@@ -11,6 +11,7 @@ redone on top of the new version.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import hashlib
@@ -115,6 +116,7 @@ class SettingsService:
         config_dir = environ.get("CLAUDE_CONFIG_DIR", "")
         self.user_dir = os.path.abspath(config_dir) if config_dir else os.path.join(self.home, ".claude")
         self.claude_json = os.path.join(config_dir or self.home, ".claude.json")
+        self._locks: dict[str, asyncio.Lock] = {}
 
     # -- where things are ---------------------------------------------------------------
 
@@ -188,8 +190,14 @@ class SettingsService:
     async def write(
         self, scope: str, part: str, value: Any, conditions: Conditions, force: bool = False
     ) -> tuple[dict[str, Any], str]:
-        """Validate ``value``, put it in place of ``part`` in ``scope``'s file, keep the rest; the answer and ETag."""
-        return await self.run_blocking(self._write, scope, part, value, conditions, force)
+        """Validate ``value``, put it in place of ``part`` in ``scope``'s file, keep the rest; the answer and ETag.
+
+        Writes of this runtime to one file take turns (the local and user MCP servers share
+        ``~/.claude.json``), so only writers outside it make a write start over.
+        """
+        target = self.location(scope, part).file  # a few lstat calls, like the jail of every files request
+        async with self._locks.setdefault(target, asyncio.Lock()):  # five files at most: kept
+            return await self.run_blocking(self._write, scope, part, value, conditions, force)
 
     def _write(
         self, scope: str, part: str, value: Any, conditions: Conditions, force: bool
