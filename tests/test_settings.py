@@ -510,3 +510,15 @@ async def test_absurd_nesting_is_refused_with_its_path(srv: ServerThread) -> Non
     assert r.status == 400 and r.error_code == "invalid_settings"
     assert r.body["error"]["details"]["path"].startswith("$.futureKey.x.x")
     assert not os.path.exists(ws_of(srv, ".claude"))
+
+
+def test_home_flag_and_variable(tmp_path: Any) -> None:
+    from wsruntime_ext.config import parse_config
+
+    workspace = str(tmp_path)
+    flag = parse_config(["--workspace", workspace, "--home", "rel/home"], environ={})
+    assert flag.home == os.path.abspath("rel/home") and flag.home_dir == flag.home
+    variable = parse_config(["--workspace", workspace], environ={"WSRUNTIME_HOME": "/srv/agent-home"})
+    assert variable.home_dir == "/srv/agent-home"
+    default = parse_config(["--workspace", workspace], environ={})
+    assert default.home is None and default.home_dir == os.path.expanduser("~")
