@@ -46,6 +46,7 @@ class Config:
     max_sessions: int = DEFAULT_MAX_SESSIONS  # agent sessions running at once; more are refused with 429
     claude_bin: str | None = None  # the Claude Code executable (default: claude on PATH)
     openspec_bin: str | None = None  # the OpenSpec CLI (default: openspec on PATH)
+    home: str | None = None  # the home directory of agent sessions and ~ of the settings (default: $HOME)
 
     @property
     def auth_enabled(self) -> bool:
@@ -54,6 +55,11 @@ class Config:
     @property
     def allow_any_origin(self) -> bool:
         return "*" in self.allow_origins
+
+    @property
+    def home_dir(self) -> str:
+        """``--home``, else ``$HOME`` (found the way the agent CLIs find theirs)."""
+        return self.home or os.path.expanduser("~")
 
 
 def in_container(environ: Mapping[str, str] | None = None) -> bool:
@@ -161,6 +167,7 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--max-sessions", "max_sessions", _session_count, "agent sessions running at once, 1-1000 (default: 10)"),
     ("--claude-bin", "claude_bin", str, "the Claude Code executable (default: claude on PATH)"),
     ("--openspec-bin", "openspec_bin", str, "the OpenSpec CLI, for the init action (default: openspec on PATH)"),
+    ("--home", "home", str, "home directory of agent sessions, where user settings live (default: $HOME)"),
 ]
 
 
@@ -257,6 +264,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         max_sessions=values["max_sessions"] or DEFAULT_MAX_SESSIONS,
         claude_bin=values["claude_bin"] or None,
         openspec_bin=values["openspec_bin"] or None,
+        home=os.path.abspath(os.path.expanduser(values["home"])) if values["home"] else None,
     )
 
 

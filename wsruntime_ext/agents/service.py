@@ -225,7 +225,8 @@ class AgentService:
         session = AgentSession(record, adapter, [], message_log, self._changed)
         self.sessions[session.id] = session
         self._changed(session)
-        env = adapter.environment({**os.environ, **self.env_overrides})
+        home = {"HOME": self.ctx.config.home} if self.ctx.config.home else {}  # --home: where the settings are
+        env = adapter.environment({**os.environ, **home, **self.env_overrides})
         argv = adapter.command(options)
         try:
             proc = await self.ctx.procs.spawn(

@@ -196,7 +196,15 @@ paths: dict[str, Any] = {
                     "description": "The file's bytes (or, for `format=json` and directories, JSON)",
                     "headers": {"ETag": _ETAG_HEADER},
                     "content": {
-                        "application/json": {"schema": {"oneOf": [ref("FileContent"), ref("FileListing")]}},
+                        "application/json": {
+                            "schema": {
+                                "anyOf": [
+                                    ref("FileContent"),
+                                    ref("FileListing"),
+                                    {"description": "a raw read of a *.json file: its own content, any JSON"},
+                                ]
+                            }
+                        },
                         "*/*": {"schema": {"type": "string", "format": "binary"}},
                     },
                 },
