@@ -25,7 +25,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from wsruntime_ext import __version__, agents, docs, events, files, git, health
+from wsruntime_ext import __version__, agents, docs, events, files, git, health, scripts
 from wsruntime_ext.agents import AgentService
 from wsruntime_ext.base import NotFoundHandler, Security, log, log_request
 from wsruntime_ext.config import Config, exit_with_error, parse_config
@@ -33,9 +33,10 @@ from wsruntime_ext.files import FileService, SearchService
 from wsruntime_ext.git import GitService
 from wsruntime_ext.hub import EventHub
 from wsruntime_ext.procs import ProcessRegistry
+from wsruntime_ext.scripts import ScriptService
 
 # The feature modules, in start-up order (shutdown runs in reverse).
-MODULES: list[ModuleType] = [health, events, files, git, agents, docs]
+MODULES: list[ModuleType] = [health, events, files, git, agents, scripts, docs]
 
 SHUTDOWN_GRACE_S = 4.0
 T = TypeVar("T")
@@ -48,6 +49,7 @@ class Context:
     search: SearchService  # set by files.startup
     git: GitService  # set by git.startup
     agents: AgentService  # set by agents.startup
+    scripts: ScriptService  # set by scripts.startup
 
     def __init__(self, config: Config, modules: Sequence[ModuleType] = MODULES) -> None:
         self.config = config

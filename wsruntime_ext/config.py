@@ -22,6 +22,8 @@ LOG_FORMATS = ("text", "json")
 WATCH_BACKENDS = ("inotify", "poll", "off")
 DEFAULT_STATS_INTERVAL = 2.0
 DEFAULT_MAX_SESSIONS = 10
+DEFAULT_MAX_RUNS = 8
+DEFAULT_SCRIPT_OUTPUT_LIMIT = 16 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Config:
     stats_interval: float = DEFAULT_STATS_INTERVAL  # seconds between system_stats events
     max_sessions: int = DEFAULT_MAX_SESSIONS  # agent sessions running at once; more are refused with 429
     claude_bin: str | None = None  # the Claude Code executable (default: claude on PATH)
+    max_runs: int = DEFAULT_MAX_RUNS  # script runs at once; more are refused with 429
+    script_output_limit: int = DEFAULT_SCRIPT_OUTPUT_LIMIT  # output kept per run; the oldest goes first
 
     @property
     def auth_enabled(self) -> bool:
@@ -153,6 +157,8 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--stats-interval", "stats_interval", _seconds, "seconds between system_stats events (default: 2)"),
     ("--max-sessions", "max_sessions", _session_count, "agent sessions running at once, 1-1000 (default: 10)"),
     ("--claude-bin", "claude_bin", str, "the Claude Code executable (default: claude on PATH)"),
+    ("--max-runs", "max_runs", _session_count, "script runs at once, 1-1000 (default: 8)"),
+    ("--script-output-limit", "script_output_limit", _size, "output kept per script run, oldest dropped (16M)"),
 ]
 
 
@@ -248,6 +254,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         stats_interval=values["stats_interval"] or DEFAULT_STATS_INTERVAL,
         max_sessions=values["max_sessions"] or DEFAULT_MAX_SESSIONS,
         claude_bin=values["claude_bin"] or None,
+        max_runs=values["max_runs"] or DEFAULT_MAX_RUNS,
+        script_output_limit=values["script_output_limit"] or DEFAULT_SCRIPT_OUTPUT_LIMIT,
     )
 
 
