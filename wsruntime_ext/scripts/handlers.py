@@ -146,9 +146,7 @@ class RunStreamSocket(ApiWebSocket):
                 if skipped:
                     # Older output than the run keeps on disk: say so, and go on from what is kept.
                     self.send_message({"type": "output_dropped", "frames": skipped, "next_seq": wanted + skipped})
-                last = None
-                for line in lines:
-                    last = self.write_message(line.decode("utf-8", "surrogateescape"))
+                last = self.write_text_frames(lines) if lines else None
                 if last is not None:
                     try:
                         await asyncio.wait_for(asyncio.shield(last), CLIENT_STALL_S)
