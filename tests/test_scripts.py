@@ -364,7 +364,10 @@ async def test_bad_run_requests(ws_server: ServerThread) -> None:
         assert r.status == 400 and r.error_code == "invalid_field", body
     r = await ws_server.request("POST", "/api/v1/scripts/fail.sh/run?wait=maybe")
     assert r.status == 400
-    r = await ws_server.request("GET", "/api/v1/scripts/runs?status=bogus")
+    for query in ("?status=bogus", "?status=", "?limit=", "?limit=0", "?limit=x"):
+        r = await ws_server.request("GET", f"/api/v1/scripts/runs{query}")
+        assert r.status == 400 and r.error_code == "invalid_parameter", query
+    r = await ws_server.request("POST", "/api/v1/scripts/fail.sh/run?wait=")
     assert r.status == 400
 
 

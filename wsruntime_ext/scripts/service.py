@@ -35,6 +35,7 @@ STATUSES = ("running", "succeeded", "failed", "timed_out", "cancelled", "interru
 ENDED_STATUSES = frozenset(STATUSES[1:])
 READ_CHUNK = 1 << 16
 DESCENDANT_SCAN_S = 0.5
+SAVE_EVERY_SCANS = 10  # a running run's record is saved every 5 s
 KILL_GRACE_S = 2.0
 PIPE_DRAIN_S = 5.0
 KEEP_RUNS = 200  # ended runs kept on disk; older ones are deleted
@@ -82,6 +83,11 @@ def tagged_processes(tag: bytes) -> list[int]:
         if needle in b"\x00" + environ + b"\x00":
             pids.append(int(entry))
     return pids
+
+
+def base_environment() -> dict[str, str]:
+    """The runtime's environment without its own secrets: a script has no business with the API token."""
+    return {k: v for k, v in os.environ.items() if k != "WSRUNTIME_TOKEN"}
 
 
 def _now() -> str:
@@ -174,8 +180,6 @@ class ScriptService:
             if record.get("status") not in ENDED_STATUSES:
                 record.update(status="interrupted", ended_at=_now(), pid=None, exit_code=None, signal=None)
                 record["error"] = "the runtime stopped while this script ran"
-                if segments and segments[0][0] > 1:
-                    record["output_dropped_bytes"] = record.get("output_dropped_bytes") or 1
                 run.ended.set()
                 await self.ctx.run_blocking(self.store.save, run.public())
         await self._prune()
@@ -242,7 +246,7 @@ class ScriptService:
                 proc = await self.ctx.procs.spawn(
                     [executable, *argv[1:]],
                     cwd=where.real,
-                    env={**os.environ, **script.env, **env, TAG_VARIABLE: run_id},
+                    env={**base_environment(), **script.env, **env, TAG_VARIABLE: run_id},
                     stdin=asyncio.subprocess.DEVNULL,
                     limit=READ_CHUNK,
                 )
@@ -298,8 +302,9 @@ class ScriptService:
 
     async def output(self, run: ScriptRun) -> tuple[str, bool]:
         """The tail of the run's output (at most ``OUTPUT_TAIL`` characters) and whether it was cut."""
-        text, cut = await self.ctx.run_blocking(output_tail, run.directory, run.output.first_seqs, OUTPUT_TAIL)
-        return text, cut or bool(run.public()["output_dropped_bytes"])
+        first_seqs = run.output.first_seqs
+        text, cut = await self.ctx.run_blocking(output_tail, run.directory, first_seqs, OUTPUT_TAIL)
+        return text, cut or bool(first_seqs and first_seqs[0] > 1)
 
     async def read(self, run: ScriptRun, cursor: Cursor, max_bytes: int) -> tuple[list[bytes], int]:
         """Stored frames from ``cursor`` on (for streaming), and how many were skipped as dropped."""
@@ -321,7 +326,7 @@ class ScriptService:
             asyncio.ensure_future(self._read_stream(run, child.stdout, "stdout")),
             asyncio.ensure_future(self._read_stream(run, child.stderr, "stderr")),
         ]
-        scanner = asyncio.ensure_future(self._scan_descendants(proc))
+        scanner = asyncio.ensure_future(self._scan_descendants(run, proc))
         try:
             try:
                 await asyncio.wait_for(asyncio.shield(child.wait()), timeout_s)
@@ -359,11 +364,16 @@ class ScriptService:
             if not chunk:
                 return
 
-    async def _scan_descendants(self, proc: ManagedProcess) -> None:
-        """Remember the tree while it runs: a grandchild whose parent exits is no longer linked to us."""
+    async def _scan_descendants(self, run: ScriptRun, proc: ManagedProcess) -> None:
+        """Remember the tree while it runs (a grandchild whose parent exits is no longer linked to us),
+        and save the record now and then, so that a restart after a crash knows how far the run got."""
+        scans = 0
         while proc.returncode is None:
             await self.ctx.run_blocking(proc.remember_descendants)
             await asyncio.sleep(DESCENDANT_SCAN_S)
+            scans += 1
+            if scans % SAVE_EVERY_SCANS == 0:
+                self._save_soon(run)
 
     def _finish(self, run: ScriptRun, code: int | None) -> None:
         run.output.close()
