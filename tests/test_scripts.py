@@ -560,3 +560,12 @@ async def test_big_output_is_bounded_on_disk_and_streamed(servers: ServerPool) -
         assert frames[-1]["type"] == "exit"
     finally:
         server.stop()
+
+
+async def test_a_waiting_client_that_leaves_does_not_stop_the_run(ws_server: ServerThread) -> None:
+    with pytest.raises((ConnectionError, tornado.httpclient.HTTPClientError)):  # the client gives up: a timeout
+        await ws_server.request("POST", "/api/v1/scripts/slow.sh/run?wait=true", timeout=0.5)
+    runs = (await ws_server.request("GET", "/api/v1/scripts/runs?limit=1")).body["runs"]
+    assert runs[0]["name"] == "scripts:slow.sh"
+    done = await wait_ended(ws_server, runs[0]["run_id"])
+    assert done["status"] == "succeeded" and done["output"].endswith("line-6\n")
