@@ -25,7 +25,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from wsruntime_ext import __version__, agents, docs, events, files, git, health, openspec, settings
+from wsruntime_ext import __version__, agents, docs, events, files, git, health, openspec, scripts, settings
 from wsruntime_ext.agents import AgentService
 from wsruntime_ext.base import NotFoundHandler, Security, log, log_request
 from wsruntime_ext.config import Config, exit_with_error, parse_config
@@ -34,10 +34,11 @@ from wsruntime_ext.git import GitService
 from wsruntime_ext.hub import EventHub
 from wsruntime_ext.openspec import OpenSpecService
 from wsruntime_ext.procs import ProcessRegistry
+from wsruntime_ext.scripts import ScriptService
 from wsruntime_ext.settings import SettingsService
 
 # The feature modules, in start-up order (shutdown runs in reverse).
-MODULES: list[ModuleType] = [health, events, files, git, settings, agents, openspec, docs]
+MODULES: list[ModuleType] = [health, events, files, git, settings, agents, openspec, scripts, docs]
 
 SHUTDOWN_GRACE_S = 4.0
 T = TypeVar("T")
@@ -52,6 +53,7 @@ class Context:
     agents: AgentService  # set by agents.startup
     openspec: OpenSpecService  # set by openspec.startup
     settings: SettingsService  # set by settings.startup
+    scripts: ScriptService  # set by scripts.startup
 
     def __init__(self, config: Config, modules: Sequence[ModuleType] = MODULES) -> None:
         self.config = config

@@ -24,6 +24,8 @@ LOG_FORMATS = ("text", "json")
 WATCH_BACKENDS = ("inotify", "poll", "off")
 DEFAULT_STATS_INTERVAL = 2.0
 DEFAULT_MAX_SESSIONS = 10
+DEFAULT_MAX_RUNS = 8
+DEFAULT_SCRIPT_OUTPUT_LIMIT = 16 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,8 @@ class Config:
     claude_bin: str | None = None  # the Claude Code executable (default: claude on PATH)
     openspec_bin: str | None = None  # the OpenSpec CLI (default: openspec on PATH)
     home: str | None = None  # the home directory of agent sessions and ~ of the settings (default: $HOME)
+    max_runs: int = DEFAULT_MAX_RUNS  # script runs at once; more are refused with 429
+    script_output_limit: int = DEFAULT_SCRIPT_OUTPUT_LIMIT  # output kept per run; the oldest goes first
 
     @property
     def auth_enabled(self) -> bool:
@@ -168,6 +172,8 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--claude-bin", "claude_bin", str, "the Claude Code executable (default: claude on PATH)"),
     ("--openspec-bin", "openspec_bin", str, "the OpenSpec CLI, for the init action (default: openspec on PATH)"),
     ("--home", "home", str, "home directory of agent sessions, where user settings live (default: $HOME)"),
+    ("--max-runs", "max_runs", _session_count, "script runs at once, 1-1000 (default: 8)"),
+    ("--script-output-limit", "script_output_limit", _size, "output kept per script run, oldest dropped (16M)"),
 ]
 
 
@@ -265,6 +271,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         claude_bin=values["claude_bin"] or None,
         openspec_bin=values["openspec_bin"] or None,
         home=os.path.abspath(os.path.expanduser(values["home"])) if values["home"] else None,
+        max_runs=values["max_runs"] or DEFAULT_MAX_RUNS,
+        script_output_limit=values["script_output_limit"] or DEFAULT_SCRIPT_OUTPUT_LIMIT,
     )
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 log = logging.getLogger("wsruntime.procs")
 
@@ -119,6 +119,10 @@ class ManagedProcess:
         """Snapshot the tree now; call it periodically for long-lived children (agents)."""
         if self.proc.returncode is None:
             self._known.update(descendants(self.pid))
+
+    def adopt(self, pids: Iterable[int]) -> None:
+        """Count these processes as part of the tree too (found another way, e.g. by an environment tag)."""
+        self._known.update(pid for pid in pids if pid != self.pid)
 
     def signal_tree(self, signum: int) -> None:
         """Send ``signum`` to the child, its process group and every descendant known or found now."""
