@@ -43,6 +43,10 @@ class Config:
     stats_interval: float = DEFAULT_STATS_INTERVAL  # seconds between system_stats events
     max_sessions: int = DEFAULT_MAX_SESSIONS  # agent sessions running at once; more are refused with 429
     claude_bin: str | None = None  # the Claude Code executable (default: claude on PATH)
+    codex_bin: str | None = None  # the Codex CLI executable (default: codex on PATH)
+    gemini_bin: str | None = None  # the Gemini CLI executable (default: gemini on PATH)
+    qwen_bin: str | None = None  # the Qwen Code executable (default: qwen on PATH)
+    opencode_bin: str | None = None  # the opencode executable (default: opencode on PATH)
 
     @property
     def auth_enabled(self) -> bool:
@@ -153,6 +157,10 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--stats-interval", "stats_interval", _seconds, "seconds between system_stats events (default: 2)"),
     ("--max-sessions", "max_sessions", _session_count, "agent sessions running at once, 1-1000 (default: 10)"),
     ("--claude-bin", "claude_bin", str, "the Claude Code executable (default: claude on PATH)"),
+    ("--codex-bin", "codex_bin", str, "the Codex CLI executable (default: codex on PATH)"),
+    ("--gemini-bin", "gemini_bin", str, "the Gemini CLI executable (default: gemini on PATH)"),
+    ("--qwen-bin", "qwen_bin", str, "the Qwen Code executable (default: qwen on PATH)"),
+    ("--opencode-bin", "opencode_bin", str, "the opencode executable (default: opencode on PATH)"),
 ]
 
 
@@ -248,6 +256,10 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         stats_interval=values["stats_interval"] or DEFAULT_STATS_INTERVAL,
         max_sessions=values["max_sessions"] or DEFAULT_MAX_SESSIONS,
         claude_bin=values["claude_bin"] or None,
+        codex_bin=values["codex_bin"] or None,
+        gemini_bin=values["gemini_bin"] or None,
+        qwen_bin=values["qwen_bin"] or None,
+        opencode_bin=values["opencode_bin"] or None,
     )
 
 
