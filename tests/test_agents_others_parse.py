@@ -247,7 +247,7 @@ def test_codex_retry_notices_and_item_errors_are_warnings() -> None:
 
 def test_gemini_error_lines_are_warnings_and_the_result_decides() -> None:
     parser = GeminiParser()
-    stream = [
+    stream: list[dict[str, Any]] = [
         {"type": "init", "session_id": "s1"},
         {"type": "message", "role": "assistant", "content": "Looking", "delta": True},
         {"type": "error", "severity": "warning", "message": "Loop detected, stopping execution"},
