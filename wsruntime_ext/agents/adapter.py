@@ -102,6 +102,10 @@ class AgentAdapter:
     def new_parser(self) -> StreamParser:
         raise NotImplementedError
 
+    def encode_startup(self) -> bytes | None:
+        """What the runtime writes to stdin first, before any user message (a handshake), or None."""
+        return None
+
     def encode_user(self, content: str) -> bytes | None:
         """The stdin line that sends a user message, or None when the CLI takes none."""
         return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from wsruntime_ext.agents.adapter import SessionOptions
-from wsruntime_ext.agents.claude_code import ClaudeCodeAdapter, ClaudeCodeParser
+from wsruntime_ext.agents.claude_code import ClaudeCodeAdapter, ClaudeCodeParser, json_line
 
 APPROVAL_MODES = ("plan", "default", "auto-edit", "auto", "yolo")
 API_ERROR_PREFIX = "[API Error"
@@ -92,7 +92,15 @@ class QwenCodeAdapter(ClaudeCodeAdapter):
         return argv
 
     def environment(self, base: dict[str, str]) -> dict[str, str]:
-        return dict(base)
+        env = dict(base)
+        # Without it the launcher re-spawns node with other flags, and the pid we hold is not the agent.
+        env.setdefault("QWEN_CODE_NO_RELAUNCH", "true")
+        return env
+
+    def encode_startup(self) -> bytes:
+        # Qwen acts on control requests (interrupt) only after the initialize handshake.
+        request = {"subtype": "initialize"}
+        return json_line({"type": "control_request", "request_id": "wsruntime-init", "request": request})
 
     def new_parser(self) -> QwenCodeParser:
         return QwenCodeParser()

@@ -153,10 +153,12 @@ class AgentSession:
             self.turns_open += 1 if first_prompt is not None else 0
             self.turn_ended.clear()
             self._close_stdin()
-        elif first_prompt is not None:
-            await self.send_user(first_prompt)
-        elif not self.interactive:
-            self._close_stdin()
+        else:
+            self._write(self.adapter.encode_startup())
+            if first_prompt is not None:
+                await self.send_user(first_prompt)
+            elif not self.interactive:
+                self._close_stdin()
         assert proc.proc.stderr is not None and proc.proc.stdout is not None
         stderr_task = asyncio.ensure_future(self._read_stderr(proc.proc.stderr))
         watch_task = asyncio.ensure_future(self._watch_descendants(proc))
