@@ -295,8 +295,8 @@ class _ChatHandler(_Base):
         else:
             events.append(chunk({}, "stop"))
         usage = {"prompt_tokens": USAGE["input"], "completion_tokens": USAGE["output"], "total_tokens": 120}
-        done: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": model, "choices": []}
-        events.append(f"data: {json.dumps({**done, 'usage': usage})}\n\n")
+        done: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": model}
+        events.append(f"data: {json.dumps({**done, 'choices': [], 'usage': usage})}\n\n")
         events.append("data: [DONE]\n\n")
         await self.sse(events)
 
