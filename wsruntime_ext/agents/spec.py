@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from wsruntime_ext.agents.adapter import AgentAdapter
 from wsruntime_ext.agents.claude_code import ClaudeCodeAdapter
 from wsruntime_ext.agents.codex import CodexAdapter
 from wsruntime_ext.agents.gemini import GeminiAdapter
@@ -26,6 +27,39 @@ _ARGV_STR = {"type": ["string", "null"], "pattern": _ARGV_PATTERN}
 # A prompt or follow-up: something besides white space, no NUL.
 _MESSAGE = {"type": "string", "pattern": "^[^\\x00]*[^\\x00\\t\\n\\x0b\\x0c\\r ][^\\x00]*$", "maxLength": 1 << 20}
 _TEXT = {"type": ["string", "null"], "pattern": "^[^\\x00]*$", "maxLength": 1 << 20}
+
+_UNSET = {
+    "null": {"type": "null"},
+    "false": {"enum": [False, None]},
+    "empty": {"type": ["array", "null"], "maxItems": 0},
+}
+_OPTION_KINDS = {
+    "model": "null",
+    "permission_mode": "null",
+    "allowed_tools": "empty",
+    "disallowed_tools": "empty",
+    "system_prompt": "null",
+    "append_system_prompt": "null",
+    "max_turns": "null",
+    "resume": "null",
+    "interactive": "false",
+    "permission_prompts": "false",
+}
+
+
+def _agent_rules(adapter: type[AgentAdapter]) -> dict[str, Any]:
+    """What one agent takes: options it lacks left unset (else 400 unsupported_option), its own permission modes."""
+    props: dict[str, Any] = {
+        name: _UNSET[kind] for name, kind in _OPTION_KINDS.items() if name not in adapter.option_names
+    }
+    if "permission_mode" in adapter.option_names:
+        props["permission_mode"] = {"enum": [*adapter.permission_modes, None]}
+    then: dict[str, Any] = {"properties": props}
+    if adapter.prompt_in_argv:
+        then["required"] = ["prompt"]
+        then["properties"]["prompt"] = {"type": "string"}
+    return {"if": {"required": ["agent"], "properties": {"agent": {"const": adapter.name}}}, "then": then}
+
 
 schemas: dict[str, Any] = {
     "AgentSession": {
@@ -89,6 +123,13 @@ schemas: dict[str, Any] = {
         "anyOf": [
             {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
             {"required": ["resume"], "properties": {"resume": {"type": "string"}}},
+        ],
+        "allOf": [
+            {  # no agent is claude-code
+                "if": {"properties": {"agent": {"enum": [ClaudeCodeAdapter.name, None]}}},
+                "then": {"properties": {"permission_mode": {"enum": [*PERMISSION_MODES, None]}}},
+            },
+            *(_agent_rules(a) for a in _ADAPTERS if a is not ClaudeCodeAdapter),
         ],
         "description": "`prompt` is required unless `resume` is given (always for codex, gemini and opencode). "
         "An option the agent does not take (see `options` in `GET /api/v1/agents`) is 400 `unsupported_option`.",
