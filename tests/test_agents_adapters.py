@@ -15,6 +15,8 @@ import pytest
 
 from tests.agents_support import check_stream, create, get_session, kinds, stream
 from tests.conftest import ServerPool, ServerThread
+from wsruntime_ext.agents.handlers import OPTION_FIELDS, PERMISSION_MODES
+from wsruntime_ext.agents.service import default_adapters
 
 REPLAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replay_agent.py")
 
@@ -150,3 +152,23 @@ async def test_one_process_per_turn_agents_refuse_interrupt_and_stop_on_delete(r
     assert response.status == 200 and response.body["status"] == "terminated" and response.body["pid"] is None
     frames, _ = await stream(replay, record["id"])
     assert kinds(frames)[-2:] == ["error", "status:terminated"] and frames[-2]["error"] == "terminated"
+
+
+def is_unset(rule: dict) -> bool:
+    """A schema that admits only "nothing": null, false or an empty list."""
+    return rule.get("type") == "null" or rule.get("enum") == [False, None] or rule.get("maxItems") == 0
+
+
+async def test_openapi_states_each_agents_options(replay: ServerThread) -> None:
+    """/openapi.json's if/then rules say what the handler enforces: unset options and each agent's own modes."""
+    schema = (await replay.request("GET", "/openapi.json")).body["components"]["schemas"]["AgentSessionCreate"]
+    rules = {r["if"]["properties"]["agent"].get("const", "claude-code"): r["then"] for r in schema["allOf"]}
+    assert replay.runtime is not None
+    for adapter in default_adapters(replay.runtime.ctx.config):
+        then = rules[adapter.name]
+        unset = {name for name, rule in then["properties"].items() if is_unset(rule)}
+        assert unset == set(OPTION_FIELDS) - set(adapter.option_names), adapter.name
+        if "permission_mode" in adapter.option_names:
+            modes = then["properties"]["permission_mode"]["enum"]
+            assert modes == [*(adapter.permission_modes or PERMISSION_MODES), None], adapter.name
+        assert ("prompt" in then.get("required", [])) == adapter.prompt_in_argv
