@@ -40,7 +40,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return None
     names = pyfuncitem._fixtureinfo.argnames
     kwargs = {name: pyfuncitem.funcargs[name] for name in names}
-    asyncio.run(asyncio.wait_for(pyfuncitem.obj(**kwargs), timeout=120))
+    marker = pyfuncitem.get_closest_marker("async_timeout")  # @pytest.mark.async_timeout(seconds) for slow tests
+    asyncio.run(asyncio.wait_for(pyfuncitem.obj(**kwargs), timeout=marker.args[0] if marker else 120))
     return True
 
 

@@ -33,15 +33,14 @@ def fake(servers: ServerPool) -> Iterator[ServerThread]:
 
 async def test_fake_agent_is_detected(fake: ServerThread) -> None:
     agents = (await fake.request("GET", "/api/v1/agents")).body["agents"]
-    assert agents == [
-        {
-            "name": "claude-code",
-            "available": True,
-            "version": "0.0.0-fake",
-            "path": FAKE,
-            "options": agents[0]["options"],
-        }
-    ]
+    assert [a["name"] for a in agents] == ["claude-code", "codex", "gemini", "qwen-code", "opencode"]
+    assert agents[0] == {
+        "name": "claude-code",
+        "available": True,
+        "version": "0.0.0-fake",
+        "path": FAKE,
+        "options": agents[0]["options"],
+    }
 
 
 async def test_crash_ends_the_turn_with_the_stderr_tail(fake: ServerThread) -> None:

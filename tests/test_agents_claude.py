@@ -52,7 +52,12 @@ async def test_agents_lists_the_real_cli(claude: ServerThread) -> None:
     info = next(a for a in body["agents"] if a["name"] == "claude-code")
     assert info["available"] is True and info["version"] == "2.1.197"
     health = (await claude.request("GET", "/health")).body
-    assert health["agents"]["claude-code"] == {"available": True, "version": "2.1.197", "path": info["path"]}
+    assert health["agents"]["claude-code"] == {
+        "available": True,
+        "version": "2.1.197",
+        "path": info["path"],
+        "options": info["options"],
+    }
 
 
 async def test_text_tool_and_write_sessions(claude: ServerThread, mock: MockAnthropic) -> None:

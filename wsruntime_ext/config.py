@@ -51,6 +51,10 @@ class Config:
     home: str | None = None  # the home directory of agent sessions and ~ of the settings (default: $HOME)
     max_runs: int = DEFAULT_MAX_RUNS  # script runs at once; more are refused with 429
     script_output_limit: int = DEFAULT_SCRIPT_OUTPUT_LIMIT  # output kept per run; the oldest goes first
+    codex_bin: str | None = None  # the Codex CLI executable (default: codex on PATH)
+    gemini_bin: str | None = None  # the Gemini CLI executable (default: gemini on PATH)
+    qwen_bin: str | None = None  # the Qwen Code executable (default: qwen on PATH)
+    opencode_bin: str | None = None  # the opencode executable (default: opencode on PATH)
 
     @property
     def auth_enabled(self) -> bool:
@@ -174,6 +178,10 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--home", "home", str, "home directory of agent sessions, where user settings live (default: $HOME)"),
     ("--max-runs", "max_runs", _session_count, "script runs at once, 1-1000 (default: 8)"),
     ("--script-output-limit", "script_output_limit", _size, "output kept per script run, oldest dropped (16M)"),
+    ("--codex-bin", "codex_bin", str, "the Codex CLI executable (default: codex on PATH)"),
+    ("--gemini-bin", "gemini_bin", str, "the Gemini CLI executable (default: gemini on PATH)"),
+    ("--qwen-bin", "qwen_bin", str, "the Qwen Code executable (default: qwen on PATH)"),
+    ("--opencode-bin", "opencode_bin", str, "the opencode executable (default: opencode on PATH)"),
 ]
 
 
@@ -273,6 +281,10 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         home=os.path.abspath(os.path.expanduser(values["home"])) if values["home"] else None,
         max_runs=values["max_runs"] or DEFAULT_MAX_RUNS,
         script_output_limit=values["script_output_limit"] or DEFAULT_SCRIPT_OUTPUT_LIMIT,
+        codex_bin=values["codex_bin"] or None,
+        gemini_bin=values["gemini_bin"] or None,
+        qwen_bin=values["qwen_bin"] or None,
+        opencode_bin=values["opencode_bin"] or None,
     )
 
 

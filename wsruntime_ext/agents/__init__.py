@@ -1,7 +1,8 @@
 """Agent sessions (API.md "Agent sessions"): agent CLIs run in the workspace, streamed as AgentMessages.
 
 ``adapter.py`` is the interface every agent CLI implements, ``claude_code.py``
-the Claude Code adapter, ``session.py`` one running session, ``service.py``
+the Claude Code adapter (``qwen_code.py``, ``codex.py``, ``gemini.py`` and
+``opencode.py`` the others), ``session.py`` one running session, ``service.py``
 the session manager, ``store.py`` persistence in the state directory,
 ``handlers.py`` the HTTP and WebSocket layer and ``spec.py`` its OpenAPI
 description.
@@ -39,7 +40,7 @@ handlers = [
 
 
 async def startup(ctx: Context) -> None:
-    ctx.agents = AgentService(ctx, default_adapters(ctx.config.claude_bin))
+    ctx.agents = AgentService(ctx, default_adapters(ctx.config))
     await ctx.agents.start()
     ctx.health_providers.append(ctx.agents.health)
 

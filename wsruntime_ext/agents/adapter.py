@@ -4,17 +4,23 @@ An adapter turns a session's options into an argv and environment, reads the
 CLI's output one line at a time into zero or more ``AgentMessage`` dicts (the
 six seed types plus ``permission_request``), and encodes what the runtime
 writes to the CLI's stdin: a user message, an interrupt, a permission answer.
-Claude Code is the first (``claude_code.py``); codex, gemini, qwen-code and
-opencode will follow the same interface.
+Claude Code is the first (``claude_code.py``); Qwen Code speaks the same
+stream-json (``qwen_code.py``), while Codex, Gemini CLI and opencode
+(``codex.py``, ``gemini.py``, ``opencode.py``) run one process per turn with
+the prompt on their command line, are stopped by signals, and have parsers
+whose ``finish`` judges the end of the turn from the stream, not the exit code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 from typing import Any, ClassVar
+
+_VERSION = re.compile(r"\d+\.\d+[0-9A-Za-z.+-]*")
 
 
 @dataclasses.dataclass
@@ -65,6 +71,10 @@ class StreamParser:
         """Zero or more AgentMessages for one decoded output line; a ``done``/``error`` ends the turn."""
         raise NotImplementedError
 
+    def finish(self, code: int) -> list[dict[str, Any]]:
+        """Messages owed once the process has exited with ``code`` (e.g. the ``done`` of a CLI with no end line)."""
+        return []
+
 
 class AgentAdapter:
     """One agent CLI: how to start it, read it and talk to it."""
@@ -72,6 +82,8 @@ class AgentAdapter:
     name = ""
     binary = ""
     option_names: ClassVar[list[str]] = []  # the create options this adapter honours
+    permission_modes: ClassVar[tuple[str, ...]] = ()  # the values its permission_mode takes
+    prompt_in_argv = False  # the prompt is on the command line and stdin is closed at once (one turn)
     supports_interactive = False
     supports_interrupt = False
     supports_permission_prompts = False
@@ -89,6 +101,10 @@ class AgentAdapter:
 
     def new_parser(self) -> StreamParser:
         raise NotImplementedError
+
+    def encode_startup(self) -> bytes | None:
+        """What the runtime writes to stdin first, before any user message (a handshake), or None."""
+        return None
 
     def encode_user(self, content: str) -> bytes | None:
         """The stdin line that sends a user message, or None when the CLI takes none."""
@@ -123,7 +139,8 @@ class AgentAdapter:
             )
             text = done.stdout.decode("utf-8", "replace").strip()
             if done.returncode == 0 and text:
-                version = text.split()[0]
+                found = _VERSION.search(text)  # "2.1.197 (Claude Code)", "codex-cli 0.171.0"
+                version = found.group(0) if found else text.split()[0]
         except (OSError, subprocess.SubprocessError):
             return AgentInfo(self.name, False, None, path, self.binary, self.option_names)
         return AgentInfo(self.name, version is not None, version, path, self.binary, self.option_names)

@@ -17,7 +17,7 @@ from wsruntime_ext.agents.adapter import AgentAdapter, SessionOptions, StreamPar
 SYNTHETIC_MODEL = "<synthetic>"
 
 
-def _line(obj: dict[str, Any]) -> bytes:
+def json_line(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
@@ -222,10 +222,10 @@ class ClaudeCodeAdapter(AgentAdapter):
         return ClaudeCodeParser()
 
     def encode_user(self, content: str) -> bytes:
-        return _line({"type": "user", "message": {"role": "user", "content": content}})
+        return json_line({"type": "user", "message": {"role": "user", "content": content}})
 
     def encode_interrupt(self, request_id: str) -> bytes:
-        return _line({"type": "control_request", "request_id": request_id, "request": {"subtype": "interrupt"}})
+        return json_line({"type": "control_request", "request_id": request_id, "request": {"subtype": "interrupt"}})
 
     def encode_permission(self, request_id: str, allow: bool, message: str | None, tool_input: dict[str, Any]) -> bytes:
         answer: dict[str, Any] = (
@@ -233,7 +233,7 @@ class ClaudeCodeAdapter(AgentAdapter):
             if allow
             else {"behavior": "deny", "message": message or "Denied by the user"}
         )
-        return _line(
+        return json_line(
             {
                 "type": "control_response",
                 "response": {"subtype": "success", "request_id": request_id, "response": answer},

@@ -12,7 +12,7 @@ from typing import Any
 import tornado.iostream
 import tornado.websocket
 
-from wsruntime_ext.agents.adapter import SessionOptions
+from wsruntime_ext.agents.adapter import AgentAdapter, SessionOptions
 from wsruntime_ext.agents.service import STATUSES, public
 from wsruntime_ext.agents.session import AgentSession
 from wsruntime_ext.base import ApiError, ApiHandler, ApiWebSocket
@@ -70,6 +70,7 @@ class SessionsHandler(ApiHandler):
         body = self.json_body()
         service = self.ctx.agents
         agent = self.field_str(body, "agent", "claude-code") or "claude-code"
+        adapter = service.adapter(agent)
         prompt = self.field_str(body, "prompt")
         if prompt is not None and not _message_text(prompt):
             raise ApiError(400, "invalid_field", "Field 'prompt' must be non-empty text under 1 MiB", field="prompt")
@@ -78,12 +79,16 @@ class SessionsHandler(ApiHandler):
             raise ApiError(
                 400, "invalid_field", "Field 'prompt' is required (unless 'resume' is given)", field="prompt"
             )
+        if prompt is None and adapter.prompt_in_argv:
+            raise ApiError(400, "invalid_field", f"Field 'prompt' is required for {agent}", field="prompt")
+        check_supported(adapter, body)
         permission_mode = self.field_str(body, "permission_mode")
-        if permission_mode is not None and permission_mode not in PERMISSION_MODES:
+        modes = adapter.permission_modes or PERMISSION_MODES
+        if permission_mode is not None and permission_mode not in modes:
             raise ApiError(
                 400,
                 "invalid_field",
-                f"permission_mode must be one of {', '.join(PERMISSION_MODES)}",
+                f"permission_mode for {agent} must be one of {', '.join(modes)}",
                 field="permission_mode",
             )
         max_turns = body.get("max_turns")
@@ -94,7 +99,9 @@ class SessionsHandler(ApiHandler):
         cwd_field = self.field_str(body, "cwd", "") or ""
         resume_sid, resume_cwd, resumed_from = None, None, None
         if resume is not None:
-            resume_sid, resume_cwd, resumed_from = service.resolve_resume(resume, cwd_field if "cwd" in body else None)
+            resume_sid, resume_cwd, resumed_from = service.resolve_resume(
+                resume, cwd_field if "cwd" in body else None, agent
+            )
         where = resolve_in_workspace(self.ctx.workspace, resume_cwd if resume_cwd is not None else cwd_field)
         if not await self.ctx.run_blocking(os.path.isdir, where.real):
             raise ApiError(404, "cwd_not_found", "cwd must name an existing directory in the workspace", cwd=where.rel)
@@ -114,6 +121,41 @@ class SessionsHandler(ApiHandler):
         )
         session = await service.create(agent, options, where.rel, resumed_from or (resume if resume else None))
         self.send_json(public(session.record), 201)
+
+
+# Create fields that are options of the agent (the others — prompt, agent, cwd — every agent takes).
+OPTION_FIELDS = (
+    "model",
+    "permission_mode",
+    "allowed_tools",
+    "disallowed_tools",
+    "system_prompt",
+    "append_system_prompt",
+    "max_turns",
+    "resume",
+    "interactive",
+    "permission_prompts",
+)
+
+
+def check_supported(adapter: AgentAdapter, body: dict[str, Any]) -> None:
+    """400 ``unsupported_option`` naming the first option set in ``body`` that the agent does not take.
+
+    An option left at its "nothing" value (null, false, an empty list) is not set.
+    """
+    for name in OPTION_FIELDS:
+        value = body.get(name)
+        if value is None or value is False or value == []:
+            continue
+        if name not in adapter.option_names:
+            raise ApiError(
+                400,
+                "unsupported_option",
+                f"The {adapter.name} agent does not support {name!r}",
+                field=name,
+                agent=adapter.name,
+                supported=list(adapter.option_names),
+            )
 
 
 class SessionHandler(ApiHandler):

@@ -18,12 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from wsruntime_ext.agents.adapter import AgentAdapter, AgentInfo, SessionOptions
 from wsruntime_ext.agents.claude_code import ClaudeCodeAdapter
+from wsruntime_ext.agents.codex import CodexAdapter
+from wsruntime_ext.agents.gemini import GeminiAdapter
+from wsruntime_ext.agents.opencode import OpencodeAdapter
+from wsruntime_ext.agents.qwen_code import QwenCodeAdapter
 from wsruntime_ext.agents.session import ENDED_STATUSES, EVICT_S, LIVE_STATUSES, AgentSession, stop_tree
 from wsruntime_ext.agents.store import SessionStore
 from wsruntime_ext.base import ApiError
 
 if TYPE_CHECKING:
     from wsruntime_ext.app import Context
+    from wsruntime_ext.config import Config
 
 log = logging.getLogger("wsruntime.agents")
 
@@ -146,7 +151,8 @@ class AgentService:
     def health(self) -> dict[str, Any]:
         return {
             "agents": {
-                name: {"available": i.available, "version": i.version, "path": i.path} for name, i in self.info.items()
+                name: {"available": i.available, "version": i.version, "path": i.path, "options": i.options}
+                for name, i in self.info.items()
             }
         }
 
@@ -165,11 +171,17 @@ class AgentService:
     def live_count(self) -> int:
         return sum(1 for s in self.sessions.values() if s.status in LIVE_STATUSES)
 
-    def resolve_resume(self, resume: str, cwd: str | None) -> tuple[str, str | None, str | None]:
+    def resolve_resume(
+        self, resume: str, cwd: str | None, agent: str | None = None
+    ) -> tuple[str, str | None, str | None]:
         """``resume`` (our id or the agent's) → (agent session id, cwd to use, our old id)."""
         old = self.sessions.get(resume)
         if old is None:
             return resume, cwd, None
+        if agent is not None and old.record.get("agent") != agent:
+            raise ApiError(
+                400, "invalid_field", f"That session ran {old.record.get('agent')}, not {agent}", field="resume"
+            )
         if not old.is_ended:
             raise ApiError(409, "session_running", "That session is still running: stop it before resuming it")
         agent_sid = old.record.get("agent_session_id")
@@ -178,11 +190,16 @@ class AgentService:
         # The CLI finds a conversation only from the directory it was started in.
         return str(agent_sid), str(old.record.get("cwd") or ""), old.id
 
-    async def create(self, agent: str, options: SessionOptions, cwd_rel: str, resumed_from: str | None) -> AgentSession:
-        """Start a session; 400 unknown_agent, 422 agent_unavailable, 429 too_many_sessions."""
+    def adapter(self, agent: str) -> AgentAdapter:
+        """The adapter called ``agent``; 400 unknown_agent."""
         adapter = self.adapters.get(agent)
         if adapter is None:
             raise ApiError(400, "unknown_agent", f"Unknown agent {agent[:80]!r}", known=sorted(self.adapters))
+        return adapter
+
+    async def create(self, agent: str, options: SessionOptions, cwd_rel: str, resumed_from: str | None) -> AgentSession:
+        """Start a session; 400 unknown_agent, 422 agent_unavailable, 429 too_many_sessions."""
+        adapter = self.adapter(agent)
         await self.detected()
         info = self.info.get(agent)
         if info is None or not info.available:
@@ -262,7 +279,14 @@ class AgentService:
 
     def interrupt(self, session: AgentSession) -> None:
         self._check_live(session)
-        if session.adapter is None or not session.adapter.supports_interrupt or not session.interrupt():
+        if session.adapter is not None and not session.adapter.supports_interrupt:
+            raise ApiError(
+                409,
+                "interrupt_unsupported",
+                f"{session.adapter.name} runs one process per turn: end the turn with DELETE",
+                agent=session.adapter.name,
+            )
+        if session.adapter is None or not session.interrupt():
             raise ApiError(409, "session_ended", "The agent process is no longer taking input")
 
     def answer_permission(self, session: AgentSession, request_id: str, allow: bool, message: str | None) -> None:
@@ -321,5 +345,11 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if not k.startswith("_")}
 
 
-def default_adapters(claude_bin: str | None) -> list[AgentAdapter]:
-    return [ClaudeCodeAdapter(claude_bin)]
+def default_adapters(config: Config) -> list[AgentAdapter]:
+    return [
+        ClaudeCodeAdapter(config.claude_bin),
+        CodexAdapter(config.codex_bin),
+        GeminiAdapter(config.gemini_bin),
+        QwenCodeAdapter(config.qwen_bin),
+        OpencodeAdapter(config.opencode_bin),
+    ]

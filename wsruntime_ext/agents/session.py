@@ -147,10 +147,18 @@ class AgentSession:
 
     async def run(self, proc: ManagedProcess, first_prompt: str | None) -> None:
         """Relay the agent until its process ends, then end the session."""
-        if first_prompt is not None:
-            await self.send_user(first_prompt)
-        elif not self.interactive:
+        assert self.adapter is not None
+        if self.adapter.prompt_in_argv:
+            # The prompt went on the command line: its one turn is open, the CLI reads nothing more.
+            self.turns_open += 1 if first_prompt is not None else 0
+            self.turn_ended.clear()
             self._close_stdin()
+        else:
+            self._write(self.adapter.encode_startup())
+            if first_prompt is not None:
+                await self.send_user(first_prompt)
+            elif not self.interactive:
+                self._close_stdin()
         assert proc.proc.stderr is not None and proc.proc.stdout is not None
         stderr_task = asyncio.ensure_future(self._read_stderr(proc.proc.stderr))
         watch_task = asyncio.ensure_future(self._watch_descendants(proc))
@@ -176,6 +184,8 @@ class AgentSession:
         transport = getattr(proc.proc, "_transport", None)
         if transport is not None:
             transport.close()
+        if self.parser is not None:
+            self._deliver(self.parser.finish(code))
         self._finish(code)
 
     def _finish(self, code: int | None) -> None:
@@ -286,7 +296,12 @@ class AgentSession:
                 log.debug("agent session %s: ignoring a non-JSON line", self.id)
             return
         assert self.parser is not None
-        for message in self.parser.parse(decoded):
+        self._deliver(self.parser.parse(decoded))
+
+    def _deliver(self, messages: list[dict[str, Any]]) -> None:
+        """Relay a parser's messages: a ``done``/``error`` ends the turn; remember the agent's session id."""
+        assert self.parser is not None
+        for message in messages:
             kind = message["type"]
             if kind in ("done", "error"):
                 self._end_turn(message)

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from wsruntime_ext.agents.adapter import AgentAdapter
 from wsruntime_ext.agents.claude_code import ClaudeCodeAdapter
+from wsruntime_ext.agents.codex import CodexAdapter
+from wsruntime_ext.agents.gemini import GeminiAdapter
 from wsruntime_ext.agents.handlers import PERMISSION_MODES
+from wsruntime_ext.agents.opencode import OpencodeAdapter
+from wsruntime_ext.agents.qwen_code import QwenCodeAdapter
 from wsruntime_ext.agents.service import STATUSES
 from wsruntime_ext.openapi import errors, json_content, json_response, path_param, query_param, ref, websocket_operation
 
 TAG = "agent-sessions"
-AGENT_NAMES = [ClaudeCodeAdapter.name]  # every adapter service.default_adapters builds
+_ADAPTERS = (ClaudeCodeAdapter, CodexAdapter, GeminiAdapter, QwenCodeAdapter, OpencodeAdapter)
+AGENT_NAMES = [a.name for a in _ADAPTERS]  # every adapter service.default_adapters builds
+# Every permission mode some agent takes (opencode takes none: 400 unsupported_option).
+_MODES = list(dict.fromkeys(m for a in _ADAPTERS for m in (a.permission_modes or PERMISSION_MODES)))
 _ID = path_param("session_id", "The session id (`as_…`)")
 _NULLABLE_STR = {"type": ["string", "null"]}
 # Mirrors handlers.py: a command-line value never starts with '-' or white space and holds no NUL.
@@ -19,6 +27,39 @@ _ARGV_STR = {"type": ["string", "null"], "pattern": _ARGV_PATTERN}
 # A prompt or follow-up: something besides white space, no NUL.
 _MESSAGE = {"type": "string", "pattern": "^[^\\x00]*[^\\x00\\t\\n\\x0b\\x0c\\r ][^\\x00]*$", "maxLength": 1 << 20}
 _TEXT = {"type": ["string", "null"], "pattern": "^[^\\x00]*$", "maxLength": 1 << 20}
+
+_UNSET = {
+    "null": {"type": "null"},
+    "false": {"enum": [False, None]},
+    "empty": {"type": ["array", "null"], "maxItems": 0},
+}
+_OPTION_KINDS = {
+    "model": "null",
+    "permission_mode": "null",
+    "allowed_tools": "empty",
+    "disallowed_tools": "empty",
+    "system_prompt": "null",
+    "append_system_prompt": "null",
+    "max_turns": "null",
+    "resume": "null",
+    "interactive": "false",
+    "permission_prompts": "false",
+}
+
+
+def _agent_rules(adapter: type[AgentAdapter]) -> dict[str, Any]:
+    """What one agent takes: options it lacks left unset (else 400 unsupported_option), its own permission modes."""
+    props: dict[str, Any] = {
+        name: _UNSET[kind] for name, kind in _OPTION_KINDS.items() if name not in adapter.option_names
+    }
+    if "permission_mode" in adapter.option_names:
+        props["permission_mode"] = {"enum": [*adapter.permission_modes, None]}
+    then: dict[str, Any] = {"properties": props}
+    if adapter.prompt_in_argv:
+        then["required"] = ["prompt"]
+        then["properties"]["prompt"] = {"type": "string"}
+    return {"if": {"required": ["agent"], "properties": {"agent": {"const": adapter.name}}}, "then": then}
+
 
 schemas: dict[str, Any] = {
     "AgentSession": {
@@ -59,7 +100,17 @@ schemas: dict[str, Any] = {
                 "description": "workspace-relative directory: 403 outside the workspace, 404 when it does not exist",
             },
             "model": _ARGV_STR,
-            "permission_mode": {"enum": [*PERMISSION_MODES, None]},
+            "permission_mode": {
+                "enum": [*_MODES, None],
+                "description": "per agent: claude-code "
+                + ", ".join(PERMISSION_MODES)
+                + "; codex (its sandbox) "
+                + ", ".join(CodexAdapter.permission_modes)
+                + "; gemini "
+                + ", ".join(GeminiAdapter.permission_modes)
+                + "; qwen-code "
+                + ", ".join(QwenCodeAdapter.permission_modes),
+            },
             "allowed_tools": {"type": ["array", "null"], "items": {"type": "string", "pattern": _ARGV_PATTERN}},
             "disallowed_tools": {"type": ["array", "null"], "items": {"type": "string", "pattern": _ARGV_PATTERN}},
             "system_prompt": _TEXT,
@@ -73,7 +124,15 @@ schemas: dict[str, Any] = {
             {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
             {"required": ["resume"], "properties": {"resume": {"type": "string"}}},
         ],
-        "description": "`prompt` is required unless `resume` is given.",
+        "allOf": [
+            {  # no agent is claude-code
+                "if": {"properties": {"agent": {"enum": [ClaudeCodeAdapter.name, None]}}},
+                "then": {"properties": {"permission_mode": {"enum": [*PERMISSION_MODES, None]}}},
+            },
+            *(_agent_rules(a) for a in _ADAPTERS if a is not ClaudeCodeAdapter),
+        ],
+        "description": "`prompt` is required unless `resume` is given (always for codex, gemini and opencode). "
+        "An option the agent does not take (see `options` in `GET /api/v1/agents`) is 400 `unsupported_option`.",
     },
     "AgentMessage": {
         "type": "object",
@@ -138,7 +197,7 @@ openapi: dict[str, Any] = {
             },
             "post": {
                 "summary": "Start an agent session",
-                "description": "400 `unknown_agent`; 404 `cwd_not_found`; "
+                "description": "400 `unknown_agent`, `unsupported_option`; 404 `cwd_not_found`; "
                 "422 `agent_unavailable` when its CLI is not installed; "
                 "429 `too_many_sessions` past `--max-sessions`; 409 when `resume` names a running session.",
                 "tags": [TAG],
@@ -212,6 +271,8 @@ openapi: dict[str, Any] = {
         "/api/v1/agent-sessions/{session_id}/interrupt": {
             "post": {
                 "summary": "Stop the current turn, keep the session",
+                "description": "409 `session_ended`; 409 `interrupt_unsupported` for the agents that run one "
+                "process per turn (codex, gemini, opencode): DELETE ends their turn.",
                 "tags": [TAG],
                 "parameters": [_ID],
                 "responses": {"202": _ACCEPTED, **errors(404, 409)},
