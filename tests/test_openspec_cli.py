@@ -29,7 +29,10 @@ SEED = int(os.environ.get("OPENSPEC_DIFF_SEED", "20261128"))
 COUNT = int(os.environ.get("OPENSPEC_DIFF_COUNT", "50"))
 WORKERS = 4
 
-pytestmark = pytest.mark.skipif(openspec_bin() is None, reason="the openspec CLI is not installed (.ci/run)")
+pytestmark = [
+    pytest.mark.openspec_cli,
+    pytest.mark.skipif(openspec_bin() is None, reason="the openspec CLI is not installed (.ci/run)"),
+]
 
 WORDS = ["auth", "notes", "export", "search", "tags", "sync", "login", "dark", "mode", "api", "cache", "x", "a1"]
 TASK_FORMS = [
