@@ -68,6 +68,33 @@ def test_no_warning_with_token(tmp_path: os.PathLike[str]) -> None:
     assert "WARNING" not in proc.proc.stdout.read()
 
 
+def test_subprocesses_never_see_the_token(tmp_path: os.PathLike[str]) -> None:
+    """A script (and so an agent, git hook, ...) inherits the runtime's environment, but not WSRUNTIME_TOKEN."""
+    workspace = os.fspath(tmp_path)
+    os.makedirs(os.path.join(workspace, "scripts"))
+    script = os.path.join(workspace, "scripts", "show-env.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\nenv\n")
+    os.chmod(script, 0o755)
+    proc = RuntimeProcess(
+        *LOOPBACK, "--workspace", workspace, env={"WSRUNTIME_TOKEN": "tok-secret-1", "WSRT_TEST_MARK": "inherited"}
+    )
+    try:
+        url = proc.wait_ready()
+        request = urllib.request.Request(
+            url + "/api/v1/scripts/show-env.sh/run?wait=true",
+            data=b"{}",
+            headers={"Authorization": "Bearer tok-secret-1", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            run = json.loads(response.read())
+        assert run["status"] == "succeeded"
+        assert "WSRT_TEST_MARK=inherited" in run["output"]
+        assert "tok-secret-1" not in run["output"] and "WSRUNTIME_TOKEN" not in run["output"]
+    finally:
+        assert proc.stop() == 0
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_shuts_down_cleanly(tmp_path: os.PathLike[str], signum: int) -> None:
     proc = RuntimeProcess(*LOOPBACK, "--workspace", os.fspath(tmp_path))

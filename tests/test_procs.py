@@ -116,3 +116,16 @@ def test_descendants_without_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
             os.kill(pid, 9)
         parent.kill()
         parent.wait()
+
+
+async def test_children_never_get_the_runtime_token(
+    tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WSRUNTIME_TOKEN", "tok-secret-2")
+    monkeypatch.setenv("WSRT_TEST_MARK", "inherited")
+    registry = ProcessRegistry()
+    show = [sys.executable, "-c", "import os; print(sorted(os.environ))"]
+    inherited = await registry.run(show, cwd=os.fspath(tmp_path))
+    given = await registry.run(show, cwd=os.fspath(tmp_path), env={"WSRUNTIME_TOKEN": "x", "PATH": os.defpath})
+    assert b"WSRT_TEST_MARK" in inherited.stdout and b"WSRUNTIME_TOKEN" not in inherited.stdout
+    assert b"PATH" in given.stdout and b"WSRUNTIME_TOKEN" not in given.stdout

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from wsruntime_ext import __version__
 from wsruntime_ext.base import OpenHandler, log
 from wsruntime_ext.openapi import json_response, route
+from wsruntime_ext.procs import child_environment
 
 if TYPE_CHECKING:
     from wsruntime_ext.app import Context
@@ -94,6 +95,7 @@ async def detect_tool(name: str, timeout: float = 5.0) -> dict[str, Any]:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
             stdin=asyncio.subprocess.DEVNULL,
+            env=child_environment(),
             start_new_session=True,
         )
         try:

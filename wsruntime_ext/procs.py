@@ -157,6 +157,15 @@ class ManagedProcess:
         return await self.proc.wait()
 
 
+# The runtime's own secrets: no subprocess (agent, script, git hook) is given them.
+PRIVATE_VARIABLES = frozenset({"WSRUNTIME_TOKEN"})
+
+
+def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: the runtime's environment) without the runtime's own secrets."""
+    return {k: v for k, v in (os.environ if env is None else env).items() if k not in PRIVATE_VARIABLES}
+
+
 class ProcessRegistry:
     """Every subprocess the runtime runs, so that none outlives it."""
 
@@ -177,7 +186,7 @@ class ProcessRegistry:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=child_environment(env),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,

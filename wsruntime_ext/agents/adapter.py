@@ -20,6 +20,8 @@ import shutil
 import subprocess
 from typing import Any, ClassVar
 
+from wsruntime_ext.procs import child_environment
+
 _VERSION = re.compile(r"\d+\.\d+[0-9A-Za-z.+-]*")
 
 
@@ -135,6 +137,7 @@ class AgentAdapter:
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=20,
+                env=child_environment(),
                 start_new_session=True,
             )
             text = done.stdout.decode("utf-8", "replace").strip()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import struct
-from collections.abc import Awaitable
 from typing import Any
 
 import tornado.iostream
@@ -200,16 +198,6 @@ class InterruptHandler(ApiHandler):
         self.send_json({"accepted": True}, 202)
 
 
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, final WebSocket text frame (RFC 6455 §5.2), as a server sends it."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
-
-
 def permission_answer(body: dict[str, Any]) -> tuple[bool, str | None]:
     """``{"behavior": "allow"|"deny", "message"?}`` → (allow, message), or 400."""
     behavior = body.get("behavior")
@@ -283,7 +271,7 @@ class AgentStreamSocket(ApiWebSocket):
                 texts = session.messages if session.messages is not None else self.texts
                 while self.next_seq <= len(texts) and not self.closing:
                     end = min(len(texts), self.next_seq - 1 + BATCH)
-                    last = self._write_frames(texts, self.next_seq - 1, end)
+                    last = self.write_text_frames(texts[self.next_seq - 1 : end])
                     self.next_seq = end + 1
                     if last is not None:
                         try:
@@ -299,20 +287,6 @@ class AgentStreamSocket(ApiWebSocket):
                 self.wakeup.clear()
         except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
             pass
-
-    def _write_frames(self, texts: list[bytes], start: int, end: int) -> Awaitable[None] | None:
-        """Frames ``texts[start:end]`` in one write to the socket (one syscall, not one per frame)."""
-        conn = self.ws_connection
-        stream = getattr(conn, "stream", None)
-        if conn is None or conn.is_closing():
-            raise tornado.websocket.WebSocketClosedError()
-        if stream is None or getattr(conn, "_compressor", None) is not None:
-            last = None  # a connection we cannot frame for ourselves: one message at a time
-            for index in range(start, end):
-                last = self.write_message(texts[index])
-            return last
-        written: Awaitable[None] = stream.write(b"".join(text_frame(texts[index]) for index in range(start, end)))
-        return written
 
     async def on_message(self, message: str | bytes) -> None:
         try:

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from wsruntime_ext.base import ApiError, log
 from wsruntime_ext.globs import glob_to_regex
 from wsruntime_ext.paths import WorkspacePath, is_within
+from wsruntime_ext.procs import child_environment
 
 SKIPPED_DIRS = (".git", "node_modules")
 MAX_FILE_SIZE = 50 << 20
@@ -212,7 +213,7 @@ class SearchService:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            env={**os.environ, "RIPGREP_CONFIG_PATH": ""},
+            env={**child_environment(), "RIPGREP_CONFIG_PATH": ""},
         )
         assert proc.stdout is not None and proc.stderr is not None
         stderr_task = asyncio.ensure_future(proc.stderr.read())  # drained alongside, so rg never blocks on it

