@@ -421,6 +421,15 @@ def test_session_id_is_remembered() -> None:
     assert parser.agent_session_id == first["session_id"]
 
 
+def test_mcp_servers_are_taken_from_the_init_line() -> None:
+    parser = ClaudeCodeParser()
+    assert parser.mcp_servers is None
+    with open(os.path.join(FIXTURES, "11-mcp/stdout.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            parser.parse(json.loads(line))
+    assert parser.mcp_servers == [{"name": "echo", "status": "connected"}, {"name": "broken", "status": "failed"}]
+
+
 def test_interrupt_result_reads_interrupted() -> None:
     assert result_error_text(
         {"is_error": True, "terminal_reason": "aborted_tools", "errors": ["[ede_diagnostic] x"]}

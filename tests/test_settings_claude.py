@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.agents_support import check_stream, create, stream
+from tests.agents_support import check_stream, create, get_session, stream
 from tests.conftest import ServerPool, ServerThread
 from tests.mock_anthropic import MockAnthropic, reply, text, tool_use
 
@@ -148,6 +148,13 @@ async def test_mcp_servers_written_through_the_api_connect(runtime: ServerThread
         "mcp__loc__echo": "loc: ping-loc",
     }, frames
     assert frames[-1]["status"] == "completed"
+    # The session object says which servers the agent connected (from its init line).
+    ended = await get_session(runtime, session["id"])
+    assert {s["name"]: s["status"] for s in ended["mcp_servers"]} == {
+        "proj": "connected",
+        "usr": "connected",
+        "loc": "connected",
+    }, ended
 
     # The same HOME and cwd: the CLI's init line lists all three as connected.
     status, out = await run_cli(runtime, mock, "-p", "scn:hello hi", "--output-format", "stream-json", "--verbose")

@@ -68,6 +68,7 @@ class StreamParser:
     """Reads one agent process's output, line by line, into AgentMessages (without seq, ts, session_id)."""
 
     agent_session_id: str | None = None  # the CLI's own session id, once it said it
+    mcp_servers: list[dict[str, str]] | None = None  # the MCP servers the CLI reported, with their status
 
     def parse(self, line: dict[str, Any]) -> list[dict[str, Any]]:
         """Zero or more AgentMessages for one decoded output line; a ``done``/``error`` ends the turn."""

@@ -59,8 +59,20 @@ class ClaudeCodeParser(StreamParser):
             return [self._result(line)]
         if kind == "control_request":
             return self._control_request(line)
+        if kind == "system" and line.get("subtype") == "init":
+            self._init(line)
         # system/*, stream_event, control_response and unknown types carry nothing to show.
         return []
+
+    def _init(self, line: dict[str, Any]) -> None:
+        """The init line names the MCP servers and whether each connected (a server set up wrongly is ``failed``)."""
+        servers = line.get("mcp_servers")
+        if isinstance(servers, list):
+            self.mcp_servers = [
+                {"name": str(server.get("name")), "status": str(server.get("status"))}
+                for server in servers
+                if isinstance(server, dict) and isinstance(server.get("name"), str)
+            ]
 
     def _assistant(self, line: dict[str, Any]) -> list[dict[str, Any]]:
         message = line.get("message")

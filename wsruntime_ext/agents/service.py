@@ -237,6 +237,7 @@ class AgentService:
             "interactive": options.interactive,
             "permission_prompts": options.permission_prompts,
             "resumed_from": resumed_from,
+            "mcp_servers": None,
         }
         message_log = await self.ctx.run_blocking(self.store.create, dict(record))
         session = AgentSession(record, adapter, [], message_log, self._changed)

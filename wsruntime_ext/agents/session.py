@@ -309,9 +309,16 @@ class AgentSession:
             if kind == "permission_request":
                 self.pending_permissions[message["request_id"]] = message.get("input") or {}
             self.emit(message)
+        changed = False
         sid = self.parser.agent_session_id
         if sid and self.record.get("agent_session_id") != sid:
             self.record["agent_session_id"] = sid
+            changed = True
+        servers = self.parser.mcp_servers
+        if servers is not None and self.record.get("mcp_servers") != servers:
+            self.record["mcp_servers"] = servers
+            changed = True
+        if changed:
             self.on_change(self)
 
     def _end_turn(self, message: dict[str, Any]) -> None:

@@ -86,6 +86,16 @@ schemas: dict[str, Any] = {
             "interactive": {"type": "boolean"},
             "permission_prompts": {"type": "boolean"},
             "resumed_from": _NULLABLE_STR,
+            "mcp_servers": {
+                "type": ["array", "null"],
+                "description": "(extension) the MCP servers the agent reported when it started, with their status "
+                "(`connected`, `failed`, `pending`, …); null until it reports (claude-code and qwen-code do)",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "status"],
+                    "properties": {"name": {"type": "string"}, "status": {"type": "string"}},
+                },
+            },
         },
     },
     "AgentSessionCreate": {
