@@ -15,7 +15,8 @@ import pytest
 
 from tests.agents_support import check_stream, create, get_session, kinds, stream
 from tests.conftest import ServerPool, ServerThread
-from wsruntime_ext.agents.handlers import OPTION_FIELDS, PERMISSION_MODES
+from wsruntime_ext.agents.adapter import OPTION_FIELDS
+from wsruntime_ext.agents.handlers import PERMISSION_MODES
 from wsruntime_ext.agents.service import default_adapters
 
 REPLAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replay_agent.py")

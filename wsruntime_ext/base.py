@@ -535,6 +535,13 @@ class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
     def check_origin(self, origin: str) -> bool:
         return True  # already checked, with a JSON answer, in prepare()
 
+    def query_after(self) -> int:
+        """``?after=SEQ`` of a replaying stream (default 0: everything), or 400 before the upgrade."""
+        text = self.get_query_argument("after", "") or "0"
+        if not text.isdigit() or len(text) > 15:
+            raise ApiError(400, "invalid_parameter", "after must be a non-negative integer", parameter="after")
+        return int(text)
+
     def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
         self.ctx.websockets.add(self)
         return None

@@ -19,6 +19,7 @@ import ctypes.util
 import dataclasses
 import errno
 import os
+import secrets
 import stat
 import threading
 import time
@@ -201,6 +202,18 @@ def fd_inside_workspace(fd: int, root: str) -> bool:
 def outside_workspace(client_path: str) -> ApiError:
     """The jail's refusal: 403 ``path_outside_workspace``."""
     return ApiError(403, "path_outside_workspace", "Path resolves outside the workspace", path=client_path)
+
+
+def new_record_id(prefix: str) -> str:
+    """``prefix`` + time-ordered base36 + randomness: a state-directory record's id (sessions, runs) that sorts
+    by creation, is unguessable enough, and is safe as a file name."""
+    millis = int(time.time() * 1000)
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    stamp = ""
+    while millis:
+        millis, rest = divmod(millis, 36)
+        stamp = digits[rest] + stamp
+    return f"{prefix}{stamp}{secrets.token_hex(5)}"
 
 
 def file_etag(st: os.stat_result) -> str:

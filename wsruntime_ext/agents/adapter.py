@@ -79,6 +79,22 @@ class StreamParser:
         return []
 
 
+# The create fields that are options of an agent (prompt, agent and cwd every agent takes); each adapter
+# names the ones it honours in ``option_names``, and setting another is 400 ``unsupported_option``.
+OPTION_FIELDS = (
+    "model",
+    "permission_mode",
+    "allowed_tools",
+    "disallowed_tools",
+    "system_prompt",
+    "append_system_prompt",
+    "max_turns",
+    "resume",
+    "interactive",
+    "permission_prompts",
+)
+
+
 class AgentAdapter:
     """One agent CLI: how to start it, read it and talk to it."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from wsruntime_ext.agents.adapter import AgentAdapter, SessionOptions, StreamParser
+from wsruntime_ext.agents.adapter import OPTION_FIELDS, AgentAdapter, SessionOptions, StreamParser
 
 SYNTHETIC_MODEL = "<synthetic>"
 
@@ -186,18 +186,7 @@ class ClaudeCodeAdapter(AgentAdapter):
 
     name = "claude-code"
     binary = "claude"
-    option_names: ClassVar[list[str]] = [
-        "model",
-        "permission_mode",
-        "allowed_tools",
-        "disallowed_tools",
-        "system_prompt",
-        "append_system_prompt",
-        "max_turns",
-        "resume",
-        "interactive",
-        "permission_prompts",
-    ]
+    option_names: ClassVar[list[str]] = list(OPTION_FIELDS)  # every one
     supports_interactive = True
     supports_interrupt = True
     supports_permission_prompts = True

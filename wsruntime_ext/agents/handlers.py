@@ -10,7 +10,7 @@ from typing import Any
 import tornado.iostream
 import tornado.websocket
 
-from wsruntime_ext.agents.adapter import AgentAdapter, SessionOptions
+from wsruntime_ext.agents.adapter import OPTION_FIELDS, AgentAdapter, SessionOptions
 from wsruntime_ext.agents.service import STATUSES, public
 from wsruntime_ext.agents.session import AgentSession
 from wsruntime_ext.base import ApiError, ApiHandler, ApiWebSocket
@@ -121,21 +121,6 @@ class SessionsHandler(ApiHandler):
         self.send_json(public(session.record), 201)
 
 
-# Create fields that are options of the agent (the others — prompt, agent, cwd — every agent takes).
-OPTION_FIELDS = (
-    "model",
-    "permission_mode",
-    "allowed_tools",
-    "disallowed_tools",
-    "system_prompt",
-    "append_system_prompt",
-    "max_turns",
-    "resume",
-    "interactive",
-    "permission_prompts",
-)
-
-
 def check_supported(adapter: AgentAdapter, body: dict[str, Any]) -> None:
     """400 ``unsupported_option`` naming the first option set in ``body`` that the agent does not take.
 
@@ -232,10 +217,7 @@ class AgentStreamSocket(ApiWebSocket):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         self.session = self.ctx.agents.get(kwargs.get("session_id") or args[0])  # 404 before the upgrade
-        text = self.get_query_argument("after", "") or "0"
-        if not text.isdigit() or len(text) > 15:
-            raise ApiError(400, "invalid_parameter", "after must be a non-negative integer", parameter="after")
-        self.after = int(text)
+        self.after = self.query_after()
         await super().get(*args, **kwargs)
 
     async def open(self, *args: Any, **kwargs: Any) -> None:

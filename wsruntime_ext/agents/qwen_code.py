@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from wsruntime_ext.agents.adapter import SessionOptions
+from wsruntime_ext.agents.adapter import OPTION_FIELDS, SessionOptions
 from wsruntime_ext.agents.claude_code import ClaudeCodeAdapter, ClaudeCodeParser, json_line
 
 APPROVAL_MODES = ("plan", "default", "auto-edit", "auto", "yolo")
@@ -57,17 +57,7 @@ class QwenCodeAdapter(ClaudeCodeAdapter):
 
     name = "qwen-code"
     binary = "qwen"
-    option_names: ClassVar[list[str]] = [
-        "model",
-        "permission_mode",
-        "allowed_tools",
-        "disallowed_tools",
-        "system_prompt",
-        "append_system_prompt",
-        "max_turns",
-        "resume",
-        "interactive",
-    ]
+    option_names: ClassVar[list[str]] = [n for n in OPTION_FIELDS if n != "permission_prompts"]
     permission_modes: ClassVar[tuple[str, ...]] = APPROVAL_MODES
     supports_permission_prompts = False
 

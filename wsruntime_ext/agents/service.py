@@ -12,8 +12,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
-import time
 from typing import TYPE_CHECKING, Any
 
 from wsruntime_ext.agents.adapter import AgentAdapter, AgentInfo, SessionOptions
@@ -25,6 +23,7 @@ from wsruntime_ext.agents.qwen_code import QwenCodeAdapter
 from wsruntime_ext.agents.session import ENDED_STATUSES, EVICT_S, LIVE_STATUSES, AgentSession, stop_tree
 from wsruntime_ext.agents.store import SessionStore
 from wsruntime_ext.base import ApiError
+from wsruntime_ext.paths import new_record_id
 
 if TYPE_CHECKING:
     from wsruntime_ext.app import Context
@@ -38,17 +37,6 @@ STREAM_LIMIT = 1 << 16
 # this many live frames behind, or whose socket takes nothing for this long, is closed with 1013.
 CLIENT_BACKLOG = 100_000
 CLIENT_STALL_S = 15.0
-
-
-def new_session_id() -> str:
-    """``as_`` + time-ordered base36 + randomness: sortable, unguessable enough, filesystem-safe."""
-    millis = int(time.time() * 1000)
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    stamp = ""
-    while millis:
-        millis, rest = divmod(millis, 36)
-        stamp = digits[rest] + stamp
-    return f"as_{stamp}{secrets.token_hex(5)}"
 
 
 class AgentService:
@@ -217,7 +205,7 @@ class AgentService:
 
         now = now_iso()
         record: dict[str, Any] = {
-            "id": new_session_id(),
+            "id": new_record_id("as_"),
             "agent": agent,
             "status": "starting",
             "created_at": now,

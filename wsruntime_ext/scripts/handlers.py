@@ -129,10 +129,7 @@ class RunStreamSocket(ApiWebSocket):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         self.run = self.ctx.scripts.get(kwargs.get("run_id") or args[0])  # 404 before the upgrade
-        text = self.get_query_argument("after", "") or "0"
-        if not text.isdigit() or len(text) > 15:
-            raise ApiError(400, "invalid_parameter", "after must be a non-negative integer", parameter="after")
-        self.after = int(text)
+        self.after = self.query_after()
         await super().get(*args, **kwargs)
 
     async def open(self, *args: Any, **kwargs: Any) -> None:

@@ -15,13 +15,11 @@ import asyncio
 import codecs
 import logging
 import os
-import secrets
 import signal
-import time
 from typing import TYPE_CHECKING, Any
 
 from wsruntime_ext.base import ApiError
-from wsruntime_ext.paths import resolve_in_workspace
+from wsruntime_ext.paths import new_record_id, resolve_in_workspace
 from wsruntime_ext.scripts.discovery import Discovery, make_targets, read_files
 from wsruntime_ext.scripts.runs import Cursor, OutputLog, RunStore, output_tail, read_frames
 
@@ -42,17 +40,6 @@ KEEP_RUNS = 200  # ended runs kept on disk; older ones are deleted
 OUTPUT_TAIL = 1 << 20  # characters of output in GET /runs/{id} and ?wait=true answers
 DEFAULT_TIMEOUT_S = 600.0
 MAX_TIMEOUT_S = 86400.0
-
-
-def new_run_id() -> str:
-    """``sr_`` + time-ordered base36 + randomness: sortable and filesystem-safe."""
-    millis = int(time.time() * 1000)
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    stamp = ""
-    while millis:
-        millis, rest = divmod(millis, 36)
-        stamp = digits[rest] + stamp
-    return f"sr_{stamp}{secrets.token_hex(5)}"
 
 
 TAG_VARIABLE = "WSRUNTIME_SCRIPT_RUN"
@@ -234,7 +221,7 @@ class ScriptService:
             executable = argv[0]
             if script.source == "scripts/":
                 executable = os.path.join(self.ctx.workspace, argv[0])
-            run_id = new_run_id()
+            run_id = new_record_id("sr_")
             directory = self.store.directory(run_id)
             await self.ctx.run_blocking(lambda: os.makedirs(directory, exist_ok=True))
             try:
