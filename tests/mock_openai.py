@@ -44,9 +44,10 @@ def reply(text: str = "", thinking: str = "", command: str | None = None, delay:
     return {"text": text, "thinking": thinking, "command": command, "delay": delay}
 
 
-def api_error(status: int, message: str = "mock failure") -> dict[str, Any]:
-    """An HTTP error answer with ``message`` in the API's own error shape."""
-    return {"status": status, "message": message}
+def api_error(status: int, message: str = "mock failure", retry_after_ms: int | None = None) -> dict[str, Any]:
+    """An HTTP error answer with ``message`` in the API's own error shape; ``retry_after_ms`` adds the
+    ``retry-after-ms``/``retry-after`` headers real APIs send, which clients' retry loops honour."""
+    return {"status": status, "message": message, "retry_after_ms": retry_after_ms}
 
 
 def _text(content: Any) -> str:
@@ -173,6 +174,9 @@ class _Base(tornado.web.RequestHandler):
             await asyncio.sleep(chosen["delay"])
         if "status" in chosen:
             self.set_status(chosen["status"])
+            if chosen.get("retry_after_ms") is not None:
+                self.set_header("retry-after-ms", str(chosen["retry_after_ms"]))
+                self.set_header("retry-after", str(chosen["retry_after_ms"] // 1000))
             self.finish(error_body)
             return True
         return False
