@@ -129,3 +129,24 @@ async def test_children_never_get_the_runtime_token(
     given = await registry.run(show, cwd=os.fspath(tmp_path), env={"WSRUNTIME_TOKEN": "x", "PATH": os.defpath})
     assert b"WSRT_TEST_MARK" in inherited.stdout and b"WSRUNTIME_TOKEN" not in inherited.stdout
     assert b"PATH" in given.stdout and b"WSRUNTIME_TOKEN" not in given.stdout
+
+
+def test_a_cli_version_is_probed_once_per_installed_file(tmp_path: os.PathLike[str]) -> None:
+    root = os.fspath(tmp_path)
+    calls = os.path.join(root, "calls")
+    cli = os.path.join(root, "fake-cli")
+
+    def install(version: str) -> None:
+        with open(cli, "w") as f:
+            f.write(f"#!/bin/sh\necho x >> {calls}\necho 'fake-cli {version}'\n")
+        os.chmod(cli, 0o755)
+
+    install("1.0.0")
+    assert procs.version_output([cli, "--version"]) == (0, "fake-cli 1.0.0")
+    assert procs.version_output([cli, "--version"]) == (0, "fake-cli 1.0.0")
+    with open(calls) as f:
+        assert len(f.readlines()) == 1  # the second answer came from the cache
+    install("1.0.10")  # an upgrade: another file, probed again
+    assert procs.version_output([cli, "--version"]) == (0, "fake-cli 1.0.10")
+    with pytest.raises(OSError):
+        procs.version_output([os.path.join(root, "missing"), "--version"])

@@ -6,12 +6,12 @@ start-up (and refreshed by them), never by a subprocess on the request path.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from wsruntime_ext import __version__
 from wsruntime_ext.base import OpenHandler, log
 from wsruntime_ext.openapi import json_response, route
-from wsruntime_ext.procs import child_environment
+from wsruntime_ext.procs import version_output
 
 if TYPE_CHECKING:
     from wsruntime_ext.app import Context
@@ -82,30 +82,17 @@ def pyz_facts() -> dict[str, Any] | None:
     return dict(facts) if facts else None
 
 
-async def detect_tool(name: str, timeout: float = 5.0) -> dict[str, Any]:
-    """Whether a CLI is on PATH and the version it prints (first line of ``--version``)."""
+def detect_tool(name: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Whether a CLI is on PATH and the version it prints (blocking: run it off the IOLoop)."""
     path = shutil.which(name)
     if path is None:
         return {"available": False, "version": None, "path": None}
     version = None
     try:
-        proc = await asyncio.create_subprocess_exec(
-            path,
-            "--version",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            stdin=asyncio.subprocess.DEVNULL,
-            env=child_environment(),
-            start_new_session=True,
-        )
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-            match = re.search(r"\d+(\.\d+)+", out.decode(errors="replace"))
-            version = match.group(0) if match else None
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-    except OSError:
+        _code, out = version_output([path, "--version"], timeout)
+        match = re.search(r"\d+(\.\d+)+", out)
+        version = match.group(0) if match else None
+    except (OSError, subprocess.SubprocessError):
         pass
     return {"available": True, "version": version, "path": path}
 
@@ -119,7 +106,7 @@ async def startup(ctx: Context) -> None:
         degraded = pyz["code_dir"] is None or not info["psutil_source"].startswith("cache:")
         for note in pyz["notes"]:
             log.log(logging.WARNING if degraded else logging.INFO, "wsruntime.pyz: %s", note)
-    git = await detect_tool("git")
+    git = await ctx.run_blocking(detect_tool, "git")
     ctx.health_providers.append(lambda: {"git": git})
 
 

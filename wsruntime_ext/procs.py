@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -164,6 +165,32 @@ PRIVATE_VARIABLES = frozenset({"WSRUNTIME_TOKEN"})
 def child_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: the runtime's environment) without the runtime's own secrets."""
     return {k: v for k, v in (os.environ if env is None else env).items() if k not in PRIVATE_VARIABLES}
+
+
+_VERSION_OUTPUTS: dict[tuple[str, ...], tuple[int, str]] = {}
+
+
+def version_output(argv: Sequence[str], timeout: float = 20.0, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Exit code and stdout of a CLI's ``--version`` (blocking: run it off the IOLoop).
+
+    Kept for the life of the process per executable file (path, inode, size, mtime), so that detection never
+    runs twice for the same installed version: a Node CLI's start-up costs up to 2 s of CPU, and several
+    runtimes may share a process (the tests). Raises OSError or SubprocessError when it cannot run.
+    """
+    st = os.stat(argv[0])
+    key = (*argv, str(st.st_ino), str(st.st_size), str(st.st_mtime_ns))
+    cached = _VERSION_OUTPUTS.get(key)
+    if cached is None:
+        done = subprocess.run(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            env=child_environment(env),
+            start_new_session=True,
+        )
+        cached = _VERSION_OUTPUTS[key] = (done.returncode, done.stdout.decode("utf-8", "replace").strip())
+    return cached
 
 
 class ProcessRegistry:

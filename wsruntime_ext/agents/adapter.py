@@ -20,7 +20,7 @@ import shutil
 import subprocess
 from typing import Any, ClassVar
 
-from wsruntime_ext.procs import child_environment
+from wsruntime_ext.procs import version_output
 
 _VERSION = re.compile(r"\d+\.\d+[0-9A-Za-z.+-]*")
 
@@ -149,16 +149,8 @@ class AgentAdapter:
             return AgentInfo(self.name, False, None, None, self.binary, self.option_names)
         version: str | None = None
         try:
-            done = subprocess.run(
-                self.version_argv(path),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=20,
-                env=child_environment(),
-                start_new_session=True,
-            )
-            text = done.stdout.decode("utf-8", "replace").strip()
-            if done.returncode == 0 and text:
+            code, text = version_output(self.version_argv(path))
+            if code == 0 and text:
                 found = _VERSION.search(text)  # "2.1.197 (Claude Code)", "codex-cli 0.171.0"
                 version = found.group(0) if found else text.split()[0]
         except (OSError, subprocess.SubprocessError):

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import shutil
+import subprocess
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from wsruntime_ext.base import ApiError
 from wsruntime_ext.openspec import actions
 from wsruntime_ext.openspec.reader import read_workspace
 from wsruntime_ext.openspec.schema import SchemaCatalog
+from wsruntime_ext.procs import version_output
 
 if TYPE_CHECKING:
     from wsruntime_ext.app import Context
@@ -186,11 +188,10 @@ class OpenSpecService:
         if path is None:
             return
         try:
-            done = await self.ctx.procs.run([path, "--version"], self.workspace, self._env(), timeout=30)
-        except OSError:
+            code, text = await self.ctx.run_blocking(version_output, [path, "--version"], 30, self._env())
+        except (OSError, subprocess.SubprocessError):
             return
-        text = done.stdout.decode("utf-8", "replace").strip()
-        if done.ok and text:
+        if code == 0 and text:
             self.cli = {"available": True, "version": text.split()[-1], "path": path}
 
     def health(self) -> dict[str, Any]:
