@@ -14,7 +14,6 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,16 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+from harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.memory import MIB, PeakRss, body_pieces  # noqa: E402  (run as a script: the project root first)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_up(port: int, proc: subprocess.Popen[bytes]) -> None:

@@ -23,15 +23,14 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from harness import free_port, start_runtime, stop
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -87,40 +86,6 @@ def build_repository(repo: Path, env: dict[str, str], files: int, commits: int) 
     time.sleep(1.1)
     subprocess.run(["git", "status", "--porcelain"], cwd=repo, env=env, check=True, capture_output=True)
     return built
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_runtime(repo: Path, port: int, env: dict[str, str], log: Path, extra: list[str]) -> subprocess.Popen[bytes]:
-    command = [sys.executable, str(ROOT / "wsruntime.py"), "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--workspace", str(repo), "--workspace-id", WORKSPACE_ID, "--log-level", "warning", *extra]
-    proc = subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"wsruntime did not start; see {log}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 class Api:
@@ -210,7 +175,7 @@ def main() -> int:
         )
         print(f"repository: {opts.files} files, {count.stdout.strip()} commits, built in {built:.1f} s")
         port = free_port()
-        proc = start_runtime(repo, port, env, temp / "wsruntime.log", opts.wsruntime_arg)
+        proc = start_runtime(repo, port, env, temp / "wsruntime.log", WORKSPACE_ID, opts.wsruntime_arg)
         api = Api(port)
         status_args = ["status", "--porcelain=v2", "-z", "--branch", "--show-stash", "--untracked-files=all"]
         status_args += ["--", ":(literal)."]

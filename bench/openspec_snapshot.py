@@ -24,8 +24,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from harness import free_port, start_runtime, stop
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -82,40 +82,6 @@ def generate_workspace(root: Path, changes: int, specs: int) -> None:
         (archived / "tasks.md").write_text("- [x] done\n")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_runtime(workspace: Path, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, str(ROOT / "wsruntime.py"), "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--workspace", str(workspace), "--workspace-id", WORKSPACE_ID, "--log-level", "warning"]
-    proc = subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"wsruntime did not start; see {log}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def timed(call: Callable[[], Any]) -> float:
     started = time.perf_counter()
     call()
@@ -136,7 +102,7 @@ def bench_workspace(
     name: str, workspace: Path, temp: Path, env: dict[str, str], cli: str, rounds: int, warm_rounds: int
 ) -> dict[str, Any]:
     port = free_port()
-    proc = start_runtime(workspace, port, env, temp / f"wsruntime-{name}.log")
+    proc = start_runtime(workspace, port, env, temp / f"wsruntime-{name}.log", WORKSPACE_ID)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import free_port
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 HOST = "127.0.0.1"
@@ -74,12 +76,6 @@ class Mode:
     env: dict[str, str]
     before: Callable[[], None] = lambda: None
     samples: list[Sample] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def first_health(port: int, proc: subprocess.Popen[bytes], started: float, timeout: float = 30.0) -> float:
