@@ -5,7 +5,7 @@ Started as the runtime starts those CLIs (``--codex-bin`` …), with the prompt 
 its command line: a prompt holding ``replay:<cli>/<scenario>`` prints that
 scenario's ``stdout.jsonl`` and exits with its recorded ``exit_code`` (a
 negative one by that signal), as the real CLI did; with ``hold`` in the prompt
-it then waits to be stopped instead. ``--version`` prints a version.
+it then waits to be stopped instead, with ``silent`` it waits before printing anything. ``--version`` prints a version.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def main() -> None:
         print("replay agent: no replay:<cli>/<scenario> in the prompt", file=sys.stderr)
         sys.exit(2)
     folder = os.path.join(FIXTURES, found.group(1))
+    if " silent" in " ".join(sys.argv[1:]):
+        time.sleep(600)  # a CLI still setting itself up: nothing said yet, not even its session id
     with open(os.path.join(folder, "stdout.jsonl"), "rb") as f:
         sys.stdout.buffer.write(f.read())
     sys.stdout.flush()

@@ -8,6 +8,7 @@ stream" is tested on every Python; and each adapter's options are validated.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 
@@ -37,6 +38,28 @@ async def run(server: ServerThread, agent: str, scenario: str) -> tuple[list[dic
     assert code == 1000
     check_stream(frames, record["id"])
     return frames, await get_session(server, record["id"])
+
+
+async def test_a_first_run_that_must_run_alone_holds_the_next_start(servers: ServerPool) -> None:
+    """Gemini (like opencode and Qwen) sets up HOME on its first run without a lock: a second session of it
+    starts only once the runtime's first one has said its session id or ended."""
+    server = servers.fresh("--gemini-bin", REPLAY)
+    try:
+        first = await create(server, agent="gemini", prompt="replay:gemini-cli/tool silent")
+        second = asyncio.ensure_future(create(server, agent="gemini", prompt="replay:gemini-cli/tool go"))
+        done, _ = await asyncio.wait({second}, timeout=1.0)
+        assert not done  # held while the first says nothing
+        response = await server.request("DELETE", f"/api/v1/agent-sessions/{first['id']}")
+        assert response.status == 200
+        record = await asyncio.wait_for(second, 30)
+        assert record["created_at"] >= response.body["ended_at"]
+        frames, code = await stream(server, record["id"])
+        assert code == 1000 and kinds(frames)[-1] == "status:completed"
+        # From now on gemini sessions start together: the first one has run.
+        both = await asyncio.gather(*(create(server, agent="gemini", prompt="replay:gemini-cli/tool go") for _ in "ab"))
+        assert all(r["status"] == "running" for r in both)
+    finally:
+        server.stop()
 
 
 async def test_gemini_exit_0_without_a_result_is_a_failed_turn(replay: ServerThread) -> None:

@@ -115,14 +115,11 @@ async def test_text_tool_error_and_terminate(agent: str, cli_server: ServerThrea
     mock.script(f"error-{agent}", ERRORS[agent])
     marker = f"time.sleep({SLEEPS[agent]})"
     mock.script(f"long-{agent}", reply("Running a long one.", command=f"python3 -c 'import time; {marker}'; echo done"))
-    hello = await create(server, agent=agent, prompt="scn:hello say hello", **options)
-    first = None
-    if agent in ("opencode", "gemini", "qwen-code"):
-        # First runs on a fresh HOME race: opencode's to create its SQLite schema; Gemini's (and its fork Qwen's)
-        # to register the project in ~/.gemini/projects.json — under load in CI a resume then found no session
-        # file. Let the first run go alone, as a user's first run does.
-        first = await stream(server, hello["id"], timeout=240)
-    tool, error, long = await asyncio.gather(
+    # All four start together on a fresh HOME. opencode, Gemini and Qwen set up their state there without a lock
+    # on a first run (opencode's SQLite schema; ~/.gemini/projects.json): the runtime starts the others once the
+    # first has said its session id (without that, a resume here once found no session file).
+    hello, tool, error, long = await asyncio.gather(
+        create(server, agent=agent, prompt="scn:hello say hello", **options),
         create(server, agent=agent, prompt="scn:tool run echo", **options),
         create(server, agent=agent, prompt=f"scn:error-{agent} hello", **options),
         create(server, agent=agent, prompt=f"scn:long-{agent} run it", **options),
@@ -137,7 +134,7 @@ async def test_text_tool_error_and_terminate(agent: str, cli_server: ServerThrea
         return frames
 
     (f_hello, c1), (f_tool, c2), (f_error, c3), f_long = await asyncio.gather(
-        asyncio.sleep(0, first) if first is not None else stream(server, hello["id"], timeout=240),
+        stream(server, hello["id"], timeout=240),
         stream(server, tool["id"], timeout=240),
         stream(server, error["id"], timeout=240),
         terminate_when_running(),

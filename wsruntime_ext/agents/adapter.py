@@ -103,6 +103,9 @@ class AgentAdapter:
     option_names: ClassVar[list[str]] = []  # the create options this adapter honours
     permission_modes: ClassVar[tuple[str, ...]] = ()  # the values its permission_mode takes
     prompt_in_argv = False  # the prompt is on the command line and stdin is closed at once (one turn)
+    # The CLI sets up its state in HOME on its first run without a lock (a database, a project registry):
+    # concurrent first runs break each other, so the runtime lets its first session start alone.
+    first_run_alone = False
     supports_interactive = False
     supports_interrupt = False
     supports_permission_prompts = False

@@ -114,6 +114,7 @@ class GeminiAdapter(AgentAdapter):
 
     name = "gemini"
     binary = "gemini"
+    first_run_alone = True
     option_names: ClassVar[list[str]] = ["model", "permission_mode", "resume"]
     permission_modes: ClassVar[tuple[str, ...]] = APPROVAL_MODES
     prompt_in_argv = True

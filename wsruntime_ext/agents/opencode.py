@@ -104,6 +104,7 @@ class OpencodeAdapter(AgentAdapter):
 
     name = "opencode"
     binary = "opencode"
+    first_run_alone = True
     option_names: ClassVar[list[str]] = ["model", "resume"]
     prompt_in_argv = True
 

@@ -57,6 +57,7 @@ class QwenCodeAdapter(ClaudeCodeAdapter):
 
     name = "qwen-code"
     binary = "qwen"
+    first_run_alone = True
     option_names: ClassVar[list[str]] = [n for n in OPTION_FIELDS if n != "permission_prompts"]
     permission_modes: ClassVar[tuple[str, ...]] = APPROVAL_MODES
     supports_permission_prompts = False

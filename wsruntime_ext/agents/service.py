@@ -9,6 +9,7 @@ sessions that were still running when the runtime stopped become
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ STREAM_LIMIT = 1 << 16
 # this many live frames behind, or whose socket takes nothing for this long, is closed with 1013.
 CLIENT_BACKLOG = 100_000
 CLIENT_STALL_S = 15.0
+FIRST_RUN_WAIT_S = 30.0  # the longest a session waits for its agent's first session to start
 
 
 class AgentService:
@@ -55,6 +57,8 @@ class AgentService:
         self.client_stall_s = CLIENT_STALL_S
         self._saving: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
+        # Per agent whose CLI must run alone the first time: opened once its first session said its id or ended.
+        self._first_runs: dict[str, tuple[asyncio.Event, list[str]]] = {}
 
     # -- start-up and shutdown ---------------------------------------------------------
 
@@ -107,6 +111,10 @@ class AgentService:
             self.ctx.hub.publish(
                 "agent_session", {"session_id": session.id, "status": status, "agent": session.record["agent"]}
             )
+        first = self._first_runs.get(session.record["agent"])
+        if first is not None and session.id in first[1] and not first[0].is_set():
+            if session.record.get("agent_session_id") or session.status in ENDED_STATUSES:
+                first[0].set()  # the CLI has set up its state: the others may start
         self._dirty.add(session.id)
         if session.id not in self._saving:
             self._saving[session.id] = asyncio.ensure_future(self._save(session))
@@ -201,11 +209,14 @@ class AgentService:
                 f"{self.max_sessions} agent sessions are running already",
                 max_sessions=self.max_sessions,
             )
+        session_id = new_record_id("as_")
+        if adapter.first_run_alone:
+            await self._first_run(agent, session_id)
         from wsruntime_ext.app import now_iso
 
         now = now_iso()
         record: dict[str, Any] = {
-            "id": new_record_id("as_"),
+            "id": session_id,
             "agent": agent,
             "status": "starting",
             "created_at": now,
@@ -252,6 +263,18 @@ class AgentService:
         session.task = asyncio.ensure_future(session.run(proc, options.prompt))
         session.task.add_done_callback(lambda task: _after_run(session, task))
         return session
+
+    async def _first_run(self, agent: str, session_id: str) -> None:
+        """The first session of ``agent`` in this runtime starts at once; others wait until it said its id."""
+        first = self._first_runs.get(agent)
+        if first is None:
+            self._first_runs[agent] = (asyncio.Event(), [session_id])
+            return
+        if not first[0].is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(first[0].wait()), FIRST_RUN_WAIT_S)
+            if not first[0].is_set():
+                first[0].set()  # the first never said its id (or never started): stop holding the others
 
     async def terminate(self, session: AgentSession) -> dict[str, Any]:
         """Stop a live session and everything it started; an ended one is returned as it is."""
