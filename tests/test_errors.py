@@ -10,8 +10,9 @@ import pytest
 
 from tests.conftest import TOKEN, Response, ServerPool, ServerThread
 from tests.support import EXTRA
-from wsruntime_ext.app import Context, make_app
+from wsruntime_ext.app import make_app
 from wsruntime_ext.base import JSON_BODY_LIMIT
+from wsruntime_ext.context import Context
 
 
 def assert_error_shape(r: Response, where: str) -> None:

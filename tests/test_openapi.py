@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 from tests.conftest import ServerThread
-from wsruntime_ext.app import MODULES, Context, make_app
+from wsruntime_ext.app import MODULES, make_app
 from wsruntime_ext.base import implemented_methods
+from wsruntime_ext.context import Context
 
 
 def served_operations(server: ServerThread) -> set[tuple[str, str]]:

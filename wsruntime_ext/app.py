@@ -8,7 +8,6 @@ no token) and ``async def startup(ctx)`` / ``shutdown(ctx)``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import datetime
 import json
 import logging
@@ -17,81 +16,23 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
 from wsruntime_ext import __version__, agents, docs, events, files, git, health, openspec, scripts, settings
-from wsruntime_ext.agents import AgentService
-from wsruntime_ext.base import NotFoundHandler, Security, log, log_request
+from wsruntime_ext.base import NotFoundHandler, log, log_request
 from wsruntime_ext.config import Config, exit_with_error, parse_config
-from wsruntime_ext.files import FileService, SearchService
-from wsruntime_ext.git import GitService
-from wsruntime_ext.hub import EventHub
-from wsruntime_ext.openspec import OpenSpecService
-from wsruntime_ext.procs import ProcessRegistry
-from wsruntime_ext.scripts import ScriptService
-from wsruntime_ext.settings import SettingsService
+from wsruntime_ext.context import Context
 
 # The feature modules, in start-up order (shutdown runs in reverse).
 MODULES: list[ModuleType] = [health, events, files, git, settings, agents, openspec, scripts, docs]
 
 SHUTDOWN_GRACE_S = 4.0
-T = TypeVar("T")
-
-
-class Context:
-    """What every module may reach: the config, shared services and runtime-wide state."""
-
-    files: FileService  # set by files.startup
-    search: SearchService  # set by files.startup
-    git: GitService  # set by git.startup
-    agents: AgentService  # set by agents.startup
-    openspec: OpenSpecService  # set by openspec.startup
-    settings: SettingsService  # set by settings.startup
-    scripts: ScriptService  # set by scripts.startup
-
-    def __init__(self, config: Config, modules: Sequence[ModuleType] = MODULES) -> None:
-        self.config = config
-        self.modules = list(modules)
-        self.security = Security(self)
-        self.started_monotonic = time.monotonic()
-        self.started_at = now_iso()
-        self.websockets: set[Any] = set()  # every open ApiWebSocket, closed with 1001 on shutdown
-        self.health_providers: list[Callable[[], dict[str, Any]]] = []
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(32, (os.cpu_count() or 1) * 4), thread_name_prefix="wsruntime-io"
-        )
-        self.procs = ProcessRegistry()  # every subprocess (git, agents, scripts), stopped at shutdown
-        self.hub = EventHub()  # live events: every module publishes here, WS /api/v1/ws subscribes (hub.py)
-        self.live_events: events.LiveEvents | None = None  # the file watcher and stats sampler (events.startup)
-        self.shutting_down = False
-        self.openapi_document: dict[str, Any] = {}  # set by docs.startup
-        self.openapi_json: tuple[bytes, str] = (b"{}", '""')
-
-    @property
-    def workspace(self) -> str:
-        return self.config.workspace
-
-    def run_blocking(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
-        """Run blocking work (disk walks, big reads and writes, hashing) off the IOLoop."""
-        return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
-    def check_workspace_id(self, workspace_id: str) -> bool:
-        return workspace_id == self.config.workspace_id
-
-
-def now_iso() -> str:
-    """ISO 8601 UTC with milliseconds, as API.md's timestamps."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def open_paths(modules: Iterable[ModuleType]) -> list[str]:
-    return [p for m in modules for p in getattr(m, "open_paths", [])]
 
 
 def make_app(ctx: Context, extra_handlers: Sequence[Any] = ()) -> tornado.web.Application:

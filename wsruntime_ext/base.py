@@ -28,7 +28,7 @@ import tornado.websocket
 from wsruntime_ext import __version__
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
 
 log = logging.getLogger("wsruntime")
 access_log = logging.getLogger("wsruntime.access")

@@ -19,7 +19,7 @@ from wsruntime_ext.base import ApiError, OpenHandler
 from wsruntime_ext.openapi import build_document, errors, json_response, path_param, route
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
 
 DOCS_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -86,9 +86,7 @@ class DocsAssetHandler(OpenHandler):
 
 
 async def startup(ctx: Context) -> None:
-    from wsruntime_ext.app import open_paths
-
-    document = build_document(ctx.modules, open_paths(ctx.modules))
+    document = build_document(ctx.modules, ctx.open_paths())
     body = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
     ctx.openapi_document = document
     ctx.openapi_json = (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')

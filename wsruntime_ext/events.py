@@ -29,7 +29,7 @@ from wsruntime_ext.stats import SystemStats
 from wsruntime_ext.watch import Watcher
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
 
 WRITE_BATCH = 64  # frames written before waiting for the socket to take them
 CLOSE_TRY_AGAIN_LATER = 1013

@@ -22,7 +22,7 @@ from wsruntime_ext.openapi import json_response, route
 from wsruntime_ext.procs import version_output
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
 
 
 class HealthHandler(OpenHandler):

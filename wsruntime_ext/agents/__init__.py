@@ -26,7 +26,7 @@ from wsruntime_ext.agents.spec import openapi
 from wsruntime_ext.openapi import route
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
 
 handlers = [
     route("/api/v1/agent-sessions", SessionsHandler),

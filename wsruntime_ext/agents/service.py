@@ -24,11 +24,12 @@ from wsruntime_ext.agents.qwen_code import QwenCodeAdapter
 from wsruntime_ext.agents.session import ENDED_STATUSES, EVICT_S, LIVE_STATUSES, AgentSession, stop_tree
 from wsruntime_ext.agents.store import SessionStore
 from wsruntime_ext.base import ApiError
+from wsruntime_ext.context import now_iso
 from wsruntime_ext.paths import new_record_id
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
     from wsruntime_ext.config import Config
+    from wsruntime_ext.context import Context
 
 log = logging.getLogger("wsruntime.agents")
 
@@ -158,6 +159,11 @@ class AgentService:
             raise ApiError(404, "session_not_found", "No agent session with this id", session_id=session_id[:80])
         return session
 
+    @staticmethod
+    def view(session: AgentSession) -> dict[str, Any]:
+        """The session object as API.md shows it."""
+        return public(session.record)
+
     def list(self, status: str | None = None) -> list[dict[str, Any]]:
         """Session objects, newest first, optionally only those with ``status``."""
         chosen = [s for s in self.sessions.values() if status is None or s.status == status]
@@ -212,8 +218,6 @@ class AgentService:
         session_id = new_record_id("as_")
         if adapter.first_run_alone:
             await self._first_run(agent, session_id)
-        from wsruntime_ext.app import now_iso
-
         now = now_iso()
         record: dict[str, Any] = {
             "id": session_id,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from wsruntime_ext.agents.adapter import AgentAdapter, StreamParser
 from wsruntime_ext.agents.store import MessageLog
+from wsruntime_ext.context import now_iso
 
 if TYPE_CHECKING:
     from wsruntime_ext.procs import ManagedProcess
@@ -39,8 +40,6 @@ class Listener(Protocol):
 
 
 def _now() -> str:
-    from wsruntime_ext.app import now_iso
-
     return now_iso()
 
 

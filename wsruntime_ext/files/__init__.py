@@ -25,7 +25,7 @@ from wsruntime_ext.files.spec import openapi
 from wsruntime_ext.openapi import route
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
 
 # The POST-only routes come first and match POST alone, so that GET /api/v1/files/upload still
 # reads a file named "upload".

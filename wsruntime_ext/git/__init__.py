@@ -43,7 +43,7 @@ from wsruntime_ext.git.schema import openapi
 from wsruntime_ext.git.service import GitService
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
 
 __all__ = ["GitRunner", "GitService", "handlers", "openapi", "shutdown", "startup"]
 

@@ -18,7 +18,7 @@ from wsruntime_ext.openspec.service import OpenSpecService
 from wsruntime_ext.openspec.spec import openapi
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
 
 
 async def startup(ctx: Context) -> None:

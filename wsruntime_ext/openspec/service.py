@@ -19,7 +19,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from wsruntime_ext.agents.adapter import SessionOptions
-from wsruntime_ext.agents.service import public
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.openspec import actions
 from wsruntime_ext.openspec.reader import read_workspace
@@ -27,7 +26,7 @@ from wsruntime_ext.openspec.schema import SchemaCatalog
 from wsruntime_ext.procs import version_output
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
 
 log = logging.getLogger("wsruntime.openspec")
 
@@ -267,7 +266,7 @@ class OpenSpecService:
             prompt += " " + text.strip()
         options = SessionOptions(prompt=prompt, cwd=self.workspace)
         session = await self.ctx.agents.create(AGENT, options, "", None)
-        return public(session.record)
+        return self.ctx.agents.view(session)
 
     async def _init(self, view: dict[str, Any]) -> dict[str, Any]:
         if view["initialized"]:

@@ -23,7 +23,7 @@ from wsruntime_ext.scripts.service import ScriptService
 from wsruntime_ext.scripts.spec import openapi
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
 
 handlers = [
     route("/api/v1/scripts", ScriptsHandler),

@@ -19,12 +19,13 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from wsruntime_ext.base import ApiError
+from wsruntime_ext.context import now_iso
 from wsruntime_ext.paths import new_record_id, resolve_in_workspace
 from wsruntime_ext.scripts.discovery import Discovery, make_targets, read_files
 from wsruntime_ext.scripts.runs import Cursor, OutputLog, RunStore, output_tail, read_frames
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
     from wsruntime_ext.procs import ManagedProcess
 
 log = logging.getLogger("wsruntime.scripts")
@@ -73,8 +74,6 @@ def tagged_processes(tag: bytes) -> list[int]:
 
 
 def _now() -> str:
-    from wsruntime_ext.app import now_iso
-
     return now_iso()
 
 

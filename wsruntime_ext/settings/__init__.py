@@ -19,7 +19,7 @@ from wsruntime_ext.settings.service import SettingsService
 from wsruntime_ext.settings.spec import openapi
 
 if TYPE_CHECKING:
-    from wsruntime_ext.app import Context
+    from wsruntime_ext.context import Context
 
 __all__ = ["SettingsService", "handlers", "openapi", "startup"]
 
