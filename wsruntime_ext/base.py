@@ -19,6 +19,7 @@ import socket
 import struct
 import time
 import urllib.parse
+from asyncio import Future
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ access_log = logging.getLogger("wsruntime.access")
 
 JSON_BODY_LIMIT = 4 << 20  # 4 MiB for JSON endpoints; file writes raise their own limit
 DRAIN_LIMIT = 64 << 20  # an oversized body up to this much more is read and discarded before the 413
+REFUSAL_DRAIN_LIMIT = 1 << 20  # the body of a refused request (401, 403, 404) up to this is read and discarded
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, If-Range, If-Modified-Since, Range"
 CORS_EXPOSE_HEADERS = "ETag, Last-Modified, Accept-Ranges, Content-Range, Content-Length, Location"
@@ -306,6 +308,7 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         self._body = bytearray()
         self._rejection: ApiError | None = None
         self._drained = 0
+        self._drain_limit = DRAIN_LIMIT
 
     def set_default_headers(self) -> None:
         self.set_header("Server", f"wsruntime/{__version__}")
@@ -315,7 +318,11 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
     def prepare(self) -> Awaitable[None] | None:
         if self.request.method == "OPTIONS":
             return None  # a preflight: answered by options() below, without a token
-        self.check_security()
+        try:
+            self.check_security()
+        except ApiError as error:
+            self.refuse(error, REFUSAL_DRAIN_LIMIT)  # an unauthenticated client's body is read only so far
+            return None
         length = self.request.headers.get("Content-Length")
         if length is not None:
             if not length.isdigit():
@@ -332,6 +339,25 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
             413, "body_too_large", f"Request body exceeds {self.max_body_bytes} bytes", limit=self.max_body_bytes
         )
 
+    def refuse(self, error: ApiError, drain_limit: int = REFUSAL_DRAIN_LIMIT) -> None:
+        """Refuse a request from ``prepare`` and keep its keep-alive connection usable.
+
+        Tornado runs ``prepare`` of a streaming handler before the request
+        body is read, and closes the connection after any answer sent that
+        early. So the answer waits until the body (up to ``drain_limit``)
+        has been read and thrown away; a larger body, or one the client waits
+        to be invited to send (``Expect: 100-continue``), is not worth
+        reading: it is answered at once, with ``Connection: close``.
+        """
+        length = self.request.headers.get("Content-Length", "")
+        chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        expects_continue = self.request.headers.get("Expect", "").lower() == "100-continue"
+        small = chunked or not length or (length.isdigit() and int(length) <= drain_limit)
+        if (expects_continue and length != "0") or not small:
+            raise error
+        self._drain_limit = drain_limit
+        self.reject_body(error)
+
     def reject_body(self, error: ApiError) -> None:
         """Refuse the request once its body has arrived.
 
@@ -339,6 +365,8 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         connection reset instead of the answer, so a moderately oversized
         body is read and thrown away first (up to ``DRAIN_LIMIT``).
         """
+        if self._rejection is not None:
+            return  # the first refusal stands
         self._rejection = error
         self._body.clear()
 
@@ -352,7 +380,7 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
             return None
         if self._rejection is not None:
             self._drained += len(chunk)
-            if self._drained > DRAIN_LIMIT:
+            if self._drained > self._drain_limit:
                 # Not worth reading further: answer now; the connection is closed after.
                 self.send_error(self._rejection.status_code, exc_info=(ApiError, self._rejection, None))
             return None
@@ -377,6 +405,16 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
 
     def compute_etag(self) -> str | None:
         return None  # API answers are no-store; handlers that need an ETag set their own
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
+        if not self._headers_written and not self._body_received():
+            # Tornado closes a connection whose request body was not read; say so, so clients do not reuse it.
+            self.set_header("Connection", "close")
+        return super().finish(chunk)
+
+    def _body_received(self) -> bool:
+        body_future = getattr(self.request, "_body_future", None)  # set by Tornado for streaming handlers
+        return body_future is None or body_future.done()
 
     # -- input -----------------------------------------------------------------
 
@@ -501,8 +539,12 @@ class NotFoundHandler(ApiHandler):
     auth_required = False
 
     def prepare(self) -> None:
-        super().prepare()
-        raise ApiError(404, "not_found", f"No such endpoint: {self.request.method} {self.request.path}")
+        try:
+            self.check_security()
+        except ApiError as error:
+            self.refuse(error)
+            return
+        self.refuse(ApiError(404, "not_found", f"No such endpoint: {self.request.method} {self.request.path}"))
 
 
 class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):

@@ -98,10 +98,6 @@ class FilesHandler(ApiHandler):
         self.max_body_bytes = limit
         self.request.connection.set_max_body_size(limit + DRAIN_LIMIT)
 
-    def has_body(self) -> bool:
-        headers = self.request.headers
-        return headers.get("Content-Length", "0") != "0" or "chunked" in headers.get("Transfer-Encoding", "").lower()
-
     # A handler that streams its body to disk sets ``pump`` in prepare() and implements _discard().
     pump: BodyPump | None = None
 
@@ -133,6 +129,8 @@ class FilesHandler(ApiHandler):
         self._cleanup = asyncio.wrap_future(self.ctx.executor.submit(fn))
 
     def reject_body(self, error: ApiError) -> None:
+        if self._rejection is not None:
+            return  # the first refusal stands (an unauthenticated request learns nothing more)
         super().reject_body(error)
 
         async def refuse(*args: Any, **kwargs: Any) -> None:
@@ -142,13 +140,10 @@ class FilesHandler(ApiHandler):
 
         setattr(self, self.request.method.lower(), refuse)
 
-    def refuse(self, error: ApiError) -> None:
-        """Refuse a request whose body may still be on its way: answer now if the client waits for
-        ``100 Continue`` (or sends nothing), else once the body has been read and thrown away."""
-        expects_continue = self.request.headers.get("Expect", "").lower() == "100-continue"
-        if expects_continue or not self.has_body():
-            raise error
-        self.reject_body(error)
+    def refuse(self, error: ApiError, drain_limit: int = DRAIN_LIMIT) -> None:
+        """Refuse a request whose body may still be on its way: a body up to DRAIN_LIMIT is read and
+        thrown away first, so that the client sees the answer (and its connection stays usable)."""
+        super().refuse(error, drain_limit)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
