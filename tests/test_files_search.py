@@ -140,7 +140,10 @@ async def test_bad_queries(searcher: ServerThread) -> None:
     for query in ("?limit=0&q=x", "?q=x&limit=abc", "?q=x&regex=maybe", "?q=x&path=missing", "?q=%00"):
         r = await searcher.request("GET", "/api/v1/search" + query)
         assert r.status in (400, 404), query
-    for query in ("", "?q=", "?regex=true"):  # nothing asked, nothing found
+    for query in ("?q=", "?glob=", "?q=x&q=y"):  # the API's query rule: never empty, never repeated
+        r = await searcher.request("GET", "/api/v1/search" + query)
+        assert r.status == 400 and r.error_code == "invalid_parameter", query
+    for query in ("", "?regex=true"):  # nothing asked, nothing found
         assert (await search(searcher)) == {"matches": [], "truncated": False, "timed_out": False}
         r = await searcher.request("GET", "/api/v1/search" + query)
         assert r.status == 200 and r.body["matches"] == []

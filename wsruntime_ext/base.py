@@ -41,6 +41,9 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, If-Range, If-Modified-Since, Range"
 CORS_EXPOSE_HEADERS = "ETag, Last-Modified, Accept-Ranges, Content-Range, Content-Length, Location"
 
+# Query parameters whose empty value means something: ``path=`` is the workspace root (API.md "Paths").
+EMPTY_QUERY_ALLOWED = frozenset({"path"})
+
 _TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&]*", re.IGNORECASE)
 
 # Default codes for errors raised by Tornado itself rather than by us.
@@ -236,6 +239,43 @@ class JsonErrorsMixin:
         if self.auth_required and not security.token_ok(self.supplied_token()):
             raise ApiError(401, "unauthorized", "A valid bearer token is required (Authorization: Bearer <token>)")
 
+    def check_query(self) -> None:
+        """The API's one rule for query parameters, checked on every request before its handler runs."""
+        for name in self.request.query_arguments:
+            self.query(name)
+
+    def query(self, name: str, default: str | None = None) -> str | None:
+        """A query parameter, by the one rule of the whole API (README "Query parameters").
+
+        Each parameter is given at most once and, but for ``path`` (where
+        ``""`` is the workspace root), never empty: a repeated, empty or
+        non-UTF-8 parameter → 400 ``invalid_parameter`` naming it.
+        """
+        values = self.request.query_arguments.get(name)
+        if not values:
+            return default
+        if len(values) > 1:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"Query parameter {name!r} is given {len(values)} times: give it once",
+                parameter=name,
+            )
+        if not values[0] and name not in EMPTY_QUERY_ALLOWED:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"Query parameter {name!r} is empty: give a value or leave it out",
+                parameter=name,
+            )
+        try:
+            text: str = values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(
+                400, "invalid_parameter", f"Query parameter {name!r} is not valid UTF-8", parameter=name
+            ) from None
+        return text
+
     def supplied_token(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
@@ -243,8 +283,8 @@ class JsonErrorsMixin:
             return value.strip()  # type: ignore[no-any-return]
         if self.token_in_query:
             values = self.request.query_arguments.get("token")
-            if values:
-                return values[-1].decode("utf-8", "surrogateescape")  # type: ignore[no-any-return]
+            if values and len(values) == 1:  # two tokens are no token
+                return values[0].decode("utf-8", "surrogateescape")  # type: ignore[no-any-return]
         return None
 
     def cors_headers(self) -> None:
@@ -320,6 +360,7 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
             return None  # a preflight: answered by options() below, without a token
         try:
             self.check_security()
+            self.check_query()
         except ApiError as error:
             self.refuse(error, REFUSAL_DRAIN_LIMIT)  # an unauthenticated client's body is read only so far
             return None
@@ -436,22 +477,9 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
             raise ApiError(400, "invalid_body", "The JSON body must be an object")
         return value
 
-    def query(self, name: str, default: str | None = None) -> str | None:
-        """A query argument (the last one when repeated); control characters refused."""
-        values = self.request.query_arguments.get(name)
-        if not values:
-            return default
-        try:
-            text: str = values[-1].decode("utf-8")
-        except UnicodeDecodeError:
-            raise ApiError(
-                400, "invalid_parameter", f"Query parameter {name!r} is not valid UTF-8", parameter=name
-            ) from None
-        return text
-
     def query_int(self, name: str, default: int, minimum: int = 0, maximum: int = 1 << 31) -> int:
         text = self.query(name)
-        if text is None or text == "":
+        if text is None:
             return default
         try:
             value = int(text)
@@ -470,7 +498,7 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
 
     def query_bool(self, name: str, default: bool = False) -> bool:
         text = self.query(name)
-        if text is None or text == "":
+        if text is None:
             return default
         if text.lower() in ("true", "1", "yes"):
             return True
@@ -557,6 +585,7 @@ class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
 
     def prepare(self) -> Awaitable[None] | None:
         self.check_security()
+        self.check_query()
         return None
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -579,7 +608,7 @@ class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
 
     def query_after(self) -> int:
         """``?after=SEQ`` of a replaying stream (default 0: everything), or 400 before the upgrade."""
-        text = self.get_query_argument("after", "") or "0"
+        text = self.query("after", "0") or "0"
         if not text.isdigit() or len(text) > 15:
             raise ApiError(400, "invalid_parameter", "after must be a non-negative integer", parameter="after")
         return int(text)

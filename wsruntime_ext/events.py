@@ -67,12 +67,12 @@ class EventsSocket(ApiWebSocket):
     def prepare(self) -> Awaitable[None] | None:
         super().prepare()
         hub = self.ctx.hub
-        topics_text = self._query("topics")
+        topics_text = self.query("topics")
         try:
             self.topics = hub.check_topics(None if topics_text is None else _split_topics(topics_text))
         except ValueError as exc:
             raise ApiError(400, "unknown_topic", str(exc), parameter="topics") from None
-        after_text = self._query("after")
+        after_text = self.query("after")
         self.after: int | None = None
         if after_text is not None:
             if not re.fullmatch(r"[0-9]{1,20}", after_text):
@@ -81,17 +81,6 @@ class EventsSocket(ApiWebSocket):
                 )
             self.after = int(after_text)
         return None
-
-    def _query(self, name: str) -> str | None:
-        values = self.request.query_arguments.get(name)
-        if not values:
-            return None
-        try:
-            return values[-1].decode("utf-8")  # type: ignore[no-any-return]
-        except UnicodeDecodeError:
-            raise ApiError(
-                400, "invalid_parameter", f"Query parameter {name!r} is not valid UTF-8", parameter=name
-            ) from None
 
     def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
         super().open(*args, **kwargs)

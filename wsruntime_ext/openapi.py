@@ -112,6 +112,9 @@ def path_param(name: str, description: str) -> dict[str, Any]:
 
 
 def query_param(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    """A query parameter; by the API's one rule it is never empty but for ``path`` (``""`` is the root)."""
+    if schema.get("type") == "string" and name != "path" and "enum" not in schema:
+        schema = {**schema, "minLength": max(1, schema.get("minLength", 1))}
     return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
 
 
@@ -193,7 +196,9 @@ def build_document(modules: Iterable[Any], open_paths: Iterable[str]) -> dict[st
             "version": __version__,
             "description": "Drive one developer workspace over HTTP and WebSocket: files, git, "
             "agent sessions, OpenSpec, Claude Code settings, scripts and live events. "
-            'Errors always have the shape `{"error": {"code", "message", "details"}}`.',
+            'Errors always have the shape `{"error": {"code", "message", "details"}}`. '
+            "Query parameters are given at most once and never empty (but `path`, where `path=` is the "
+            "workspace root): a repeated, empty or non-UTF-8 one → 400 `invalid_parameter`.",
         },
         "servers": [{"url": "/"}],
         "tags": tags,

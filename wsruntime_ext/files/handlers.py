@@ -165,18 +165,6 @@ class FilesHandler(ApiHandler):
         """``hidden`` and ``limit``, checked on every read (also of a file, where they do not apply)."""
         return self.query_bool("hidden", True), self.query_int("limit", 0, 0, MAX_LIST_LIMIT) or None
 
-    def _not_empty(self, name: str) -> None:
-        if self.query(name) == "":
-            raise ApiError(400, "invalid_parameter", f"Query parameter {name!r} is empty", parameter=name)
-
-    def query_int(self, name: str, default: int, minimum: int = 0, maximum: int = 1 << 31) -> int:
-        self._not_empty(name)  # "?limit=" is a mistake, not a request for the default
-        return super().query_int(name, default, minimum, maximum)
-
-    def query_bool(self, name: str, default: bool = False) -> bool:
-        self._not_empty(name)
-        return super().query_bool(name, default)
-
     def format_option(self) -> str:
         fmt = self.query("format", "raw")
         if fmt not in ("raw", "json"):

@@ -26,18 +26,11 @@ class GitHandler(ApiHandler):
         self.check_workspace(workspace_id)
         return self.json_body()
 
-    def query_text(self, name: str) -> str | None:
-        """A query argument that, when present, must not be empty."""
-        value = self.query(name)
-        if value == "":
-            raise ApiError(400, "invalid_parameter", f"Query parameter {name!r} must not be empty", parameter=name)
-        return value
-
 
 class StatusHandler(GitHandler):
     async def get(self, workspace_id: str) -> None:
         self.check_workspace(workspace_id)
-        untracked = self.query_text("untracked") or "all"
+        untracked = self.query("untracked") or "all"
         if untracked not in UNTRACKED_MODES:
             raise ApiError(
                 400, "invalid_parameter", "Query parameter 'untracked' must be all, normal or no", parameter="untracked"
@@ -50,7 +43,7 @@ class LogHandler(GitHandler):
         self.check_workspace(workspace_id)
         limit = self.query_int("limit", 50, 1, 1000)
         skip = self.query_int("skip", 0, 0)
-        self.send_json(await self.git.log(limit, skip, self.query_text("ref"), self.query("path")))
+        self.send_json(await self.git.log(limit, skip, self.query("ref"), self.query("path")))
 
 
 class CommitHandler(GitHandler):
@@ -154,9 +147,7 @@ class CheckoutHandler(GitHandler):
 class DiffHandler(GitHandler):
     async def get(self, workspace_id: str) -> None:
         self.check_workspace(workspace_id)
-        self.send_json(
-            await self.git.diff(self.query("path"), staged=self.query_bool("staged"), ref=self.query_text("ref"))
-        )
+        self.send_json(await self.git.diff(self.query("path"), staged=self.query_bool("staged"), ref=self.query("ref")))
 
 
 class StageHandler(GitHandler):
