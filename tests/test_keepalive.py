@@ -259,3 +259,27 @@ def test_an_oversized_json_body_with_expect_says_connection_close(secured: Serve
     status, response_headers, raw = conn.response("PUT")
     assert status == 413, raw
     assert response_headers.get("connection", "").lower() == "close"
+
+
+def test_a_stdlib_client_reuses_its_connection_after_refusals(secured: ServerThread) -> None:
+    """http.client keeps one socket, as requests.Session and browsers do; a refusal must not break it."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", secured.port, timeout=10)
+    try:
+        answers = []
+        for method, path, headers, body in [
+            ("GET", "/api/v1/files?path=", {}, None),
+            ("POST", "/api/v1/agent-sessions", {"Content-Type": "application/json"}, b'{"agent": "x"}'),
+            ("GET", "/nowhere", {}, None),
+            ("GET", "/health", {}, None),
+            ("GET", "/api/v1/files?path=", {"Authorization": f"Bearer {TOKEN}"}, None),
+        ]:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            answers.append(response.status)
+            assert conn.sock is not None  # still the same, open socket
+        assert answers == [401, 401, 404, 200, 200]
+    finally:
+        conn.close()
