@@ -328,8 +328,8 @@ async def test_status_changes_are_published_on_the_event_hub(fake: ServerThread)
     statuses: list[str] = []
     while not statuses or statuses[-1] != "completed":
         event = json.loads(await asyncio.wait_for(ws.read_message(), 10))  # type: ignore[arg-type]
-        if event["type"] == "agent_session" and event["session_id"] == record["id"]:
-            assert event["agent"] == "claude-code"
+        if event["type"] == "agent_session" and event["id"] == record["id"]:
+            assert event["agent"] == "claude-code" and event["session_id"] == record["id"]  # the alias
             statuses.append(event["status"])
     assert statuses == ["starting", "running", "completed"]
     ws.close()

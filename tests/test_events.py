@@ -15,6 +15,8 @@ from tests.conftest import TOKEN, ServerPool, ServerThread
 from tests.eventstream import EventStream, file_events, wait_until_watching
 from wsruntime_ext.hub import EventHub
 
+FAKE_AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_agent.py")
+
 
 def stats_server(servers: ServerPool) -> ServerThread:
     return servers.get("--stats-interval", "0.2")
@@ -230,6 +232,26 @@ async def test_shutdown_closes_the_socket_with_1001(servers: ServerPool) -> None
     while await asyncio.wait_for(stream.ws.read_message(), 10) is not None:
         pass
     assert stream.ws.close_code == 1001
+
+
+async def test_agent_session_events_carry_the_id_and_status_of_api_md(servers: ServerPool) -> None:
+    """API.md "WebSocket events": ``{"type": "agent_session", "id", "status"}`` (``session_id`` is an alias)."""
+    server = servers.get("--claude-bin", FAKE_AGENT)
+    stream = await EventStream.open(server, "?topics=agent_session")
+    try:
+        created = await server.request("POST", "/api/v1/agent-sessions", {"prompt": "echo evented"})
+        assert created.status == 201, created.body
+        sid = created.body["id"]
+        event = await stream.expect(
+            lambda e: e["type"] == "agent_session" and e.get("id") == sid and e["status"] == "completed",
+            timeout=30,
+            what="the session's completed event",
+        )
+        assert isinstance(event["seq"], int) and event["session_id"] == sid
+        mine = [e for e in stream.seen if e["type"] == "agent_session" and e.get("id") == sid]
+        assert [e["status"] for e in mine] == ["starting", "running", "completed"]
+    finally:
+        stream.close()
 
 
 def test_every_module_can_publish_through_the_context(server: ServerThread) -> None:

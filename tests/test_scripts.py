@@ -182,7 +182,8 @@ async def test_discovery_lists_every_source(ws_server: ServerThread) -> None:
         "make:thing.o",
         "make:with-var",
     ]
-    assert listed["make:test"]["command"] == ["make", "-f", "Makefile", "test"]
+    assert listed["make:test"]["command"] == ["make", "test"]  # as API.md shows it: no -f
+    assert listed["make:build"] == {"name": "make:build", "source": "Makefile", "command": ["make", "build"]}
     assert sorted(n for n in listed if n.startswith("scripts:")) == [f"scripts:{n}" for n in sorted(SCRIPTS)]
     assert listed["scripts:fail.sh"]["command"] == ["scripts/fail.sh"]
     assert listed["custom:hello"]["cwd"] == "sub" and listed["custom:lint"]["description"] == "does nothing"
@@ -246,6 +247,55 @@ async def test_make_missing_or_broken_is_a_problem(tmp_path: Any, monkeypatch: p
     assert scripts == [] and "make is not available" in problems[0]["message"]
 
 
+def make_rule(target: str, text: str) -> str:
+    return f"{target}:\n\t@echo {text} in $(notdir $(firstword $(MAKEFILE_LIST))) at $$(pwd)\n"
+
+
+async def test_make_targets_are_those_of_the_makefile_make_picks_and_run_as_listed(servers: ServerPool) -> None:
+    """GNUmakefile, then makefile, then Makefile (make's own order): the listing and plain ``make`` agree."""
+    workspace = tempfile.mkdtemp(prefix="ws-makefiles-", dir=servers.base)
+    write(os.path.join(workspace, "Makefile"), make_rule("build", "upper") + make_rule("only-upper", "upper"))
+    write(os.path.join(workspace, "makefile"), make_rule("build", "lower") + make_rule("only-lower", "lower"))
+    write(os.path.join(workspace, "GNUmakefile"), make_rule("build", "gnu") + make_rule("only-gnu", "gnu"))
+    server = servers.fresh(workspace=workspace)
+
+    async def makes() -> dict[str, Any]:
+        r = await server.request("GET", "/api/v1/scripts")
+        assert r.status == 200, r.raw
+        return {s["name"]: s for s in r.body["scripts"] if s["source"] == "Makefile"}
+
+    try:
+        for picked, removed in [("gnu", "GNUmakefile"), ("lower", "makefile"), ("upper", None)]:
+            listed = await makes()
+            assert sorted(listed) == ["make:build", f"make:only-{picked}"], picked
+            assert listed["make:build"]["command"] == ["make", "build"]
+            done = await run_and_wait(server, "make:build")
+            assert done["status"] == "succeeded" and done["command"] == ["make", "build"], done
+            shown = {"gnu": "GNUmakefile", "lower": "makefile", "upper": "Makefile"}[picked]
+            assert done["output"] == f"{picked} in {shown} at {os.path.realpath(workspace)}\n"  # the makefile's folder
+            done = await run_and_wait(server, f"make:only-{picked}")
+            assert done["status"] == "succeeded", done
+            if removed is not None:
+                os.unlink(os.path.join(workspace, removed))
+        # A GNUmakefile make cannot read (a dangling link) hides the Makefile from make: from the listing too.
+        os.symlink(os.path.join(workspace, "gone"), os.path.join(workspace, "GNUmakefile"))
+        r = await server.request("GET", "/api/v1/scripts")
+        assert [s for s in r.body["scripts"] if s["source"] == "Makefile"] == []
+        assert [p["source"] for p in r.body["problems"]] == ["Makefile"]
+        assert "GNUmakefile" in r.body["problems"][0]["message"]
+        r = await server.request("POST", "/api/v1/scripts/make:build/run")
+        assert r.status == 404 and r.error_code == "script_not_found"
+    finally:
+        server.stop()
+
+
+async def test_make_targets_that_read_as_options_are_not_listed(tmp_path: Any) -> None:
+    workspace = os.fspath(tmp_path)
+    write(os.path.join(workspace, "Makefile"), "build:\n\t@echo hi\n-k:\n\t@echo dash\n")
+    scripts, problems = await make_targets(workspace, ProcessRegistry())
+    assert [(s.name, s.command) for s in scripts] == [("make:build", ["make", "build"])] and problems == []
+
+
 async def test_malformed_manifests_are_problems_not_errors(servers: ServerPool) -> None:
     workspace = tempfile.mkdtemp(prefix="ws-bad-", dir=servers.base)
     write(os.path.join(workspace, "package.json"), '{"scripts": {"build": ')
@@ -297,7 +347,7 @@ async def test_names_collisions_and_unknown(ws_server: ServerThread, home: str) 
     done = await run_and_wait(ws_server, "npm:build", {"env": env_for(home)})
     assert done["status"] == "succeeded" and done["exit_code"] == 0 and "npm-build" in done["output"]
     done = await run_and_wait(ws_server, "make:test")
-    assert done["output"] == "make-build\nmake-test\n" and done["command"] == ["make", "-f", "Makefile", "test"]
+    assert done["output"] == "make-build\nmake-test\n" and done["command"] == ["make", "test"]
     done = await run_and_wait(ws_server, "make:out%2Ffile.txt")
     assert done["status"] == "succeeded" and os.path.exists(os.path.join(ws_server.workspace, "out", "file.txt"))
     done = await run_and_wait(ws_server, "hello")  # bare and unique: custom:hello

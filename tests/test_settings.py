@@ -186,24 +186,43 @@ async def test_other_state_of_claude_json_comes_back_unchanged(srv: ServerThread
     assert stat.S_IMODE(os.stat(settings_path).st_mode) == 0o640
 
 
+PARTS = {"/api/v1/settings": "settings", "/api/v1/settings/hooks": "hooks", "/api/v1/settings/mcp": "mcpServers"}
+
+# Bad values of each PUT's part (sent as {part: value}) and the JSON path, in the body, of the first problem.
 INVALID: list[tuple[str, Any, str]] = [
-    ("/api/v1/settings", [], "$"),
-    ("/api/v1/settings", "x", "$"),
-    ("/api/v1/settings", {"permissions": {"allow": ["Bash", 3]}}, "$.permissions.allow[1]"),
-    ("/api/v1/settings", {"permissions": {"deny": "Bash"}}, "$.permissions.deny"),
-    ("/api/v1/settings", {"permissions": []}, "$.permissions"),
-    ("/api/v1/settings", {"env": {"A": "1", "B": 2}}, "$.env.B"),
-    ("/api/v1/settings", {"model": 5}, "$.model"),
-    ("/api/v1/settings", {"enableAllProjectMcpServers": "yes"}, "$.enableAllProjectMcpServers"),
+    ("/api/v1/settings", [], "$.settings"),
+    ("/api/v1/settings", "x", "$.settings"),
+    ("/api/v1/settings", None, "$.settings"),
+    ("/api/v1/settings", {"permissions": {"allow": ["Bash", 3]}}, "$.settings.permissions.allow[1]"),
+    ("/api/v1/settings", {"permissions": {"deny": "Bash"}}, "$.settings.permissions.deny"),
+    ("/api/v1/settings", {"permissions": []}, "$.settings.permissions"),
+    ("/api/v1/settings", {"env": {"A": "1", "B": 2}}, "$.settings.env.B"),
+    ("/api/v1/settings", {"env": ["A=1"]}, "$.settings.env"),
+    ("/api/v1/settings", {"model": 5}, "$.settings.model"),
+    ("/api/v1/settings", {"enableAllProjectMcpServers": "yes"}, "$.settings.enableAllProjectMcpServers"),
+    ("/api/v1/settings", {"cleanupPeriodDays": -1}, "$.settings.cleanupPeriodDays"),
+    # Hooks inside a whole-settings PUT are validated the same way (API.md).
     ("/api/v1/settings", {"hooks": {"PreToolUse": [{"hooks": [{"type": "command"}]}]}},
-     "$.hooks.PreToolUse[0].hooks[0].command"),
+     "$.settings.hooks.PreToolUse[0].hooks[0].command"),
+    ("/api/v1/settings", {"hooks": {"PreToolUse": [{"matcher": 1, "hooks": [HOOK]}]}},
+     "$.settings.hooks.PreToolUse[0].matcher"),
+    ("/api/v1/settings", {"hooks": {"Stop": [{"hooks": [{"type": "command", "command": ["ls"]}]}]}},
+     "$.settings.hooks.Stop[0].hooks[0].command"),
+    ("/api/v1/settings", {"hooks": {"OnSave": [{"hooks": [HOOK]}]}}, "$.settings.hooks.OnSave"),
+    ("/api/v1/settings", {"hooks": []}, "$.settings.hooks"),
     ("/api/v1/settings/hooks", {"PreToolUse": [{"matcher": "Bash", "hooks": [HOOK, {**HOOK, "timeout": "5"}]}]},
      "$.hooks.PreToolUse[0].hooks[1].timeout"),
     ("/api/v1/settings/hooks", {"PreToolUse": [{"matcher": 1, "hooks": []}]}, "$.hooks.PreToolUse[0].matcher"),
+    ("/api/v1/settings/hooks", {"PreToolUse": [{"matcher": None, "hooks": []}]}, "$.hooks.PreToolUse[0].matcher"),
     ("/api/v1/settings/hooks", {"PreToolUse": [{"matcher": "Bash"}]}, "$.hooks.PreToolUse[0].hooks"),
     ("/api/v1/settings/hooks", {"PreToolUse": {"matcher": "Bash"}}, "$.hooks.PreToolUse"),
     ("/api/v1/settings/hooks", {"PreTooluse": []}, "$.hooks.PreTooluse"),
+    ("/api/v1/settings/hooks", {"Stop": ["echo hi"]}, "$.hooks.Stop[0]"),
+    ("/api/v1/settings/hooks", {"Stop": [{"hooks": ["echo hi"]}]}, "$.hooks.Stop[0].hooks[0]"),
     ("/api/v1/settings/hooks", {"Stop": [{"hooks": [{"command": "x"}]}]}, "$.hooks.Stop[0].hooks[0].type"),
+    ("/api/v1/settings/hooks", {"Stop": [{"hooks": [{"type": 1, "command": "x"}]}]}, "$.hooks.Stop[0].hooks[0].type"),
+    ("/api/v1/settings/hooks", {"Stop": [{"hooks": [{"type": "command", "command": 42}]}]},
+     "$.hooks.Stop[0].hooks[0].command"),
     ("/api/v1/settings/hooks", {"Stop": [{"hooks": [{"type": "command", "command": ""}]}]},
      "$.hooks.Stop[0].hooks[0].command"),
     ("/api/v1/settings/hooks", {"Stop": [{"hooks": [{"type": "command", "command": "x", "timeout": -1}]}]},
@@ -211,50 +230,102 @@ INVALID: list[tuple[str, Any, str]] = [
     ("/api/v1/settings/hooks", {"Stop": [{"hooks": [{"type": "command", "command": "x", "timeout": True}]}]},
      "$.hooks.Stop[0].hooks[0].timeout"),
     ("/api/v1/settings/hooks", [], "$.hooks"),
+    ("/api/v1/settings/hooks", "x", "$.hooks"),
+    ("/api/v1/settings/mcp", {"echo": {}}, "$.mcpServers.echo.command"),
     ("/api/v1/settings/mcp", {"echo": {"args": ["a"]}}, "$.mcpServers.echo.command"),
+    ("/api/v1/settings/mcp", {"echo": {"command": 7}}, "$.mcpServers.echo.command"),
     ("/api/v1/settings/mcp", {"echo": {"command": "python3", "args": "a.py"}}, "$.mcpServers.echo.args"),
+    ("/api/v1/settings/mcp", {"echo": {"command": "python3", "args": ["a.py", 1]}}, "$.mcpServers.echo.args[1]"),
     ("/api/v1/settings/mcp", {"echo": {"command": "python3", "env": {"K": 1}}}, "$.mcpServers.echo.env.K"),
     ("/api/v1/settings/mcp", {"web": {"type": "http"}}, "$.mcpServers.web.url"),
+    ("/api/v1/settings/mcp", {"web": {"type": "sse"}}, "$.mcpServers.web.url"),
+    ("/api/v1/settings/mcp", {"web": {"type": "http", "url": 1}}, "$.mcpServers.web.url"),
     ("/api/v1/settings/mcp", {"web": {"type": "sse", "url": "ftp://x"}}, "$.mcpServers.web.url"),
     ("/api/v1/settings/mcp", {"web": {"type": "ws", "url": "ws://x"}}, "$.mcpServers.web.type"),
     ("/api/v1/settings/mcp", {"web": {"type": "http", "url": "http://[::1"}}, "$.mcpServers.web.url"),
     ("/api/v1/settings/mcp", {"my server": {"type": "http", "url": "https://x", "headers": {"A": None}}},
      '$.mcpServers["my server"].headers.A'),
     ("/api/v1/settings/mcp", {"echo": "python3 echo.py"}, "$.mcpServers.echo"),
+    ("/api/v1/settings/mcp", {"": {"command": "x"}}, '$.mcpServers[""]'),
+    ("/api/v1/settings/mcp", [], "$.mcpServers"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("scope", ["project", "user"])
+def bad_bodies(endpoint: str, scope: str) -> list[tuple[bytes, str]]:
+    """Bodies that are JSON but not a settings body of ``endpoint`` (raw bytes), each with its JSON path."""
+    part = PARTS[endpoint]
+    other = "user" if scope != "user" else "project"
+    shapes: list[tuple[Any, str]] = [
+        ([], "$"),
+        ("x", "$"),
+        (42, "$"),
+        (None, "$"),
+        ({}, f"$.{part}"),
+        ({"other": {}}, f"$.{part}"),
+        ({part: {}, "scope": other}, "$.scope"),  # a GET answer of another scope: would overwrite another file
+        ({part: {}, "scope": "global"}, "$.scope"),
+        ({part: {}, "scope": "effective"}, "$.scope"),
+        ({part: {}, "scope": 5}, "$.scope"),
+    ]
+    return [(b"", "$"), (b"  \n", "$")] + [(json.dumps(body).encode(), where) for body, where in shapes]
+
+
+def snapshot(files: list[str]) -> dict[str, tuple[bytes, int]]:
+    snap = {}
+    for file in files:
+        with open(file, "rb") as f:
+            snap[file] = (f.read(), os.stat(file).st_mtime_ns)
+    return snap
+
+
+@pytest.mark.parametrize("scope", ["project", "local", "user"])
 async def test_bad_bodies_name_the_first_problem_and_write_nothing(srv: ServerThread, scope: str) -> None:
-    # Existing files in every place a PUT of this scope could touch: none of them may change.
+    # Existing files in every place a PUT of any scope could touch: none of them may change.
     files = [
         ws_of(srv, ".claude", "settings.json"),
+        ws_of(srv, ".claude", "settings.local.json"),
         ws_of(srv, ".mcp.json"),
         home_of(srv, ".claude", "settings.json"),
         home_of(srv, ".claude.json"),
     ]
     for file in files:
-        write_json(file, {"keep": "me", "hooks": {}, "mcpServers": {}})
-    before = {f: (open(f, "rb").read(), os.stat(f).st_mtime_ns) for f in files}
-    for path, value, where in INVALID:
-        part = {"/api/v1/settings": "settings", "/api/v1/settings/hooks": "hooks"}.get(path, "mcpServers")
-        r = await put(srv, f"{path}?scope={scope}", {part: value})
-        assert r.status == 400, (path, value, r.raw)
-        assert r.error_code == "invalid_settings", r.raw
-        assert r.body["error"]["details"]["path"] == where, (path, value)
-        assert where in r.body["error"]["message"]
-    assert {f: (open(f, "rb").read(), os.stat(f).st_mtime_ns) for f in files} == before
-    assert sorted(os.listdir(ws_of(srv, ".claude"))) == ["settings.json"]  # no temporary files left behind
+        write_json(file, {"keep": "me", "hooks": {}, "mcpServers": {}, "projects": {srv.workspace: {"x": 1}}})
+    before = snapshot(files)
+    cases: list[tuple[str, bytes, str]] = [
+        (path, json.dumps({PARTS[path]: value}).encode(), where) for path, value, where in INVALID
+    ]
+    cases += [(path, raw, where) for path in PARTS for raw, where in bad_bodies(path, scope)]
+    for path, raw, where in cases:
+        r = await srv.request("PUT", f"{path}?scope={scope}", raw=raw, headers={"Content-Type": "application/json"})
+        assert r.status == 400, (path, raw, r.raw)
+        assert r.error_code == "invalid_settings", (path, raw, r.raw)
+        assert r.body["error"]["details"]["path"] == where, (path, raw, r.raw)
+        assert r.body["error"]["message"].startswith(where + " "), r.raw
+    assert snapshot(files) == before  # byte for byte, not even rewritten
+    assert sorted(os.listdir(ws_of(srv, ".claude"))) == ["settings.json", "settings.local.json"]  # no temp files
+    assert sorted(os.listdir(home_of(srv, ".claude"))) == ["settings.json"]
 
-    # The body itself: the part missing, a body for the wrong scope, an unknown scope.
-    r = await put(srv, "/api/v1/settings", {"hooks": {}})
-    assert r.status == 400 and r.error_code == "invalid_field" and r.body["error"]["details"]["field"] == "settings"
-    r = await put(srv, "/api/v1/settings?scope=project", {"scope": "user", "settings": {}})
-    assert r.status == 400 and r.error_code == "scope_mismatch"
+    # Another scope's answer sent back says which scope this request writes.
+    other = "user" if scope != "user" else "project"
+    r = await put(srv, f"/api/v1/settings?scope={scope}", {"scope": other, "settings": {}})
+    assert r.body["error"]["details"] == {"path": "$.scope", "scope": scope}
+    # A body that is not JSON at all stays invalid_json; an unknown ?scope= is a query parameter, not the body.
+    for path in PARTS:
+        r = await srv.request("PUT", f"{path}?scope={scope}", raw=b'{"hooks": ', headers={"Content-Type": "x"})
+        assert r.status == 400 and r.error_code == "invalid_json", r.raw
     for method in ("GET", "PUT"):
         r = await srv.request(method, "/api/v1/settings/hooks?scope=global", {"hooks": {}} if method == "PUT" else None)
         assert r.status == 400 and r.error_code == "invalid_parameter"
-    assert {f: (open(f, "rb").read(), os.stat(f).st_mtime_ns) for f in files} == before
+    assert snapshot(files) == before
+
+
+async def test_a_good_body_with_its_own_scope_is_written(srv: ServerThread) -> None:
+    """A GET answer sent back to its own scope is a good body (``scope`` and the other fields are ignored)."""
+    got = (await srv.request("GET", "/api/v1/settings/mcp?scope=user")).body
+    got["mcpServers"] = {"echo": {"command": "python3", "args": ["echo.py"]}}
+    r = await put(srv, "/api/v1/settings/mcp?scope=user", got)
+    assert r.status == 200, r.raw
+    assert read_json(home_of(srv, ".claude.json"))["mcpServers"] == got["mcpServers"]
 
 
 async def test_unknown_keys_and_hook_types_are_kept(srv: ServerThread) -> None:
@@ -508,7 +579,7 @@ async def test_absurd_nesting_is_refused_with_its_path(srv: ServerThread) -> Non
         deep = {"x": deep}
     r = await put(srv, "/api/v1/settings", {"settings": {"futureKey": deep}})
     assert r.status == 400 and r.error_code == "invalid_settings"
-    assert r.body["error"]["details"]["path"].startswith("$.futureKey.x.x")
+    assert r.body["error"]["details"]["path"].startswith("$.settings.futureKey.x.x")
     assert not os.path.exists(ws_of(srv, ".claude"))
 
 

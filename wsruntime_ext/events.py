@@ -195,7 +195,7 @@ openapi = {
             "get": websocket_operation(
                 "Workspace-wide live events",
                 "One JSON object a frame, each with a `seq`: first `hello`, then `file_changed`, "
-                "`system_stats`, `resync`, `git_changed`, `agent_session`, `script_run` events. "
+                "`system_stats`, `resync`, `git_changed`, `agent_session` (`id`, `status`), `script_run` events. "
                 'Send `{"type": "subscribe", "topics": ["file_changed", ...]}` to narrow the stream '
                 '(answered with `subscribed`), `{"type": "ping"}` for a `pong`; anything else is '
                 "answered with an `error` event. A client that falls more than 4096 events behind is "

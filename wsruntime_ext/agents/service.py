@@ -109,8 +109,10 @@ class AgentService:
         status = session.status
         if session.record.get("_published") != status:
             session.record["_published"] = status
+            # API.md names the session "id"; "session_id" stays as an alias for the clients written before.
             self.ctx.hub.publish(
-                "agent_session", {"session_id": session.id, "status": status, "agent": session.record["agent"]}
+                "agent_session",
+                {"id": session.id, "session_id": session.id, "status": status, "agent": session.record["agent"]},
             )
         first = self._first_runs.get(session.record["agent"])
         if first is not None and session.id in first[1] and not first[0].is_set():

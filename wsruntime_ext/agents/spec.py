@@ -180,6 +180,19 @@ schemas: dict[str, Any] = {
         },
     },
     "Accepted": {"type": "object", "required": ["accepted"], "properties": {"accepted": {"const": True}}},
+    "AgentSessionEvent": {
+        "type": "object",
+        "required": ["type", "id", "status", "seq"],
+        "description": "On `WS /api/v1/ws` when a session's status changes.",
+        "properties": {
+            "type": {"const": "agent_session"},
+            "id": {"type": "string", "description": "the session id (`as_…`)"},
+            "session_id": {"type": "string", "description": "the same as `id` (an alias kept for older clients)"},
+            "status": {"enum": list(STATUSES)},
+            "agent": {"type": "string", "description": "the agent the session runs"},
+            "seq": {"type": "integer", "minimum": 0, "description": "the hub's sequence number"},
+        },
+    },
 }
 
 _ACCEPTED = json_response("Accepted", ref("Accepted"))

@@ -3,8 +3,11 @@
 Each source yields :class:`Script` entries named ``<prefix>:<name>``; a source
 that cannot be read (malformed JSON, make missing or failing) yields a
 *problem* instead, so that the listing always answers. The file reads are
-blocking (run them off the IOLoop); the Makefile is read by ``make -pRrq``
-through the process registry, with a timeout.
+blocking (run them off the IOLoop); the makefile is read by ``make -pRrq``
+through the process registry, with a timeout. Make targets are listed and run
+as API.md shows them, ``make <target>`` in the workspace (the makefile's
+folder), with no ``-f``: the targets listed are those of the file make itself
+picks there (``GNUmakefile``, then ``makefile``, then ``Makefile``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ MAKE_TIMEOUT_S = 10.0
 MANIFEST_LIMIT = 4 << 20  # a package.json or scripts.json larger than this is a problem, not a read
 CUSTOM_FILE = os.path.join(".wsruntime", "scripts.json")
 MAX_NAME = 200
-_MAKE_FILE_ERROR = re.compile(r"^[^:]+:\d+: \*\*\* ")
+# make's fatal errors: "Makefile:3: *** missing separator.  Stop.", "make: *** GNUmakefile: Is a directory.  Stop."
+_MAKE_FATAL = re.compile(r"^[^:]+:(?:\d+:)? \*\*\* ")
+# The goal make is asked for never exists: expected (make before 4.0 quotes it `:').
+_NO_RULE_FOR_PROBE = re.compile(r"No rule to make target [`']:'")
 _MAKE_TARGET = re.compile(r"^([^#\s.:=%][^:=%]*?)::?(?:\s|$)(?!\s*=)")
 
 
@@ -157,8 +163,13 @@ def package_scripts(workspace: str) -> tuple[list[Script], list[dict[str, str]]]
 
 
 def makefile_name(workspace: str) -> str | None:
+    """The makefile plain ``make`` reads in ``workspace``: the first name that exists in make's order.
+
+    Any directory entry counts, as it does for make: a dangling ``GNUmakefile`` link or a directory of
+    that name hides a ``Makefile`` beside it (make then fails, and so is the listing's problem).
+    """
     for name in MAKEFILES:
-        if os.path.isfile(os.path.join(workspace, name)):
+        if os.path.lexists(os.path.join(workspace, name)):
             return name
     return None
 
@@ -183,7 +194,8 @@ def parse_make_database(text: str) -> list[str]:
         if match is not None:
             if not not_a_target:
                 name = match.group(1).strip()
-                if name and " " not in name and _usable_name(name):
+                # A name starting with "-" would be an option on make's command line, not a goal.
+                if name and " " not in name and not name.startswith("-") and _usable_name(name):
                     targets.add(name)
             not_a_target = False
         elif line and not line.startswith("#"):
@@ -192,13 +204,17 @@ def parse_make_database(text: str) -> list[str]:
 
 
 async def make_targets(workspace: str, procs: ProcessRegistry) -> tuple[list[Script], list[dict[str, str]]]:
-    """Makefile targets from make's own database (``make -pRrq -f Makefile :``), with a timeout."""
+    """Makefile targets from make's own database (``make -pRrq :``), with a timeout.
+
+    make is not told which file to read: it reads the one it would run, so the listing and the runs
+    (``make <target>`` in the same folder) cannot disagree.
+    """
     makefile = makefile_name(workspace)
     if makefile is None:
         return [], []
     try:
         done = await procs.run(
-            ["make", "-pRrq", "-f", makefile, ":"],
+            ["make", "-pRrq", ":"],
             cwd=workspace,
             env={**os.environ, "LC_ALL": "C", "MAKEFLAGS": "", "MFLAGS": ""},
             timeout=MAKE_TIMEOUT_S,
@@ -210,13 +226,13 @@ async def make_targets(workspace: str, procs: ProcessRegistry) -> tuple[list[Scr
         return [], [_problem("Makefile", f"make took longer than {MAKE_TIMEOUT_S:g} s to read {makefile}")]
     text = done.stdout.decode("utf-8", "replace")
     errors = done.stderr.decode("utf-8", "replace").strip().splitlines()
-    # The goal ":" never exists ("No rule to make target"); an error at a line of a makefile means make could
-    # not read it (it prints the half-read database even then).
-    broken = [line for line in errors if _MAKE_FILE_ERROR.match(line)]
+    # The goal ":" never exists ("No rule to make target ':'"); any other fatal error means make could not
+    # read the makefile (it prints the half-read database even then).
+    broken = [line for line in errors if _MAKE_FATAL.match(line) and not _NO_RULE_FOR_PROBE.search(line)]
     if broken or "# Files" not in text:
         reason = (broken or errors or [f"make exited with {done.returncode}"])[-1]
         return [], [_problem("Makefile", f"make cannot read {makefile}: {reason[:500]}")]
-    return [Script(f"make:{t}", "Makefile", ["make", "-f", makefile, t]) for t in parse_make_database(text)], []
+    return [Script(f"make:{t}", "Makefile", ["make", t]) for t in parse_make_database(text)], []
 
 
 def directory_scripts(workspace: str) -> list[Script]:

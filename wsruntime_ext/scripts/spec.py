@@ -119,7 +119,9 @@ openapi: dict[str, Any] = {
             "get": {
                 "summary": "The scripts this workspace offers",
                 "description": "`package.json` scripts (`npm:`, run with the manager its lock file names), "
-                "`Makefile` targets (`make:`), executable files in `scripts/` (`scripts:`), and "
+                '`Makefile` targets (`make:`, `command` `["make", "<target>"]`, run so in the workspace '
+                "root: the targets of the file make picks there, `GNUmakefile`, else `makefile`, else `Makefile`), "
+                "executable files in `scripts/` (`scripts:`), and "
                 "`.wsruntime/scripts.json` entries (`custom:`). A source that cannot be read (malformed JSON, "
                 "make missing) is reported in `problems`.",
                 "tags": [TAG],

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from wsruntime_ext.base import ApiError, ApiHandler
 from wsruntime_ext.openapi import route
-from wsruntime_ext.settings.service import READ_SCOPES, SCOPES, Conditions, SettingsService, parse_etags
+from wsruntime_ext.settings.service import (
+    READ_SCOPES,
+    SCOPES,
+    Conditions,
+    SettingsService,
+    parse_etags,
+    part_of_body,
+)
 
 
 class SettingsPartHandler(ApiHandler):
@@ -45,24 +54,15 @@ class SettingsPartHandler(ApiHandler):
         conditions = Conditions(
             parse_etags(self.request.headers.get("If-Match")), parse_etags(self.request.headers.get("If-None-Match"))
         )
-        body = self.json_body()
-        if self.part not in body:
-            raise ApiError(
-                400,
-                "invalid_field",
-                f"The body must be {{{self.part!r}: {{...}}}} (as GET returns it)",
-                field=self.part,
-            )
-        claimed = body.get("scope")
-        if claimed is not None and claimed != scope:
-            # A GET answer sent back to the wrong scope would overwrite another file.
-            raise ApiError(
-                400,
-                "scope_mismatch",
-                f"The body says scope {claimed!r} but the request writes scope {scope!r} (?scope=)",
-                scope=scope,
-            )
-        answer, etag = await self.service.write(scope, self.part, body[self.part], conditions, force)
+        body: Any
+        try:
+            body = self.json_body()
+        except ApiError as exc:
+            if exc.code == "invalid_json":
+                raise
+            body = None  # empty, or JSON that is not an object: a bad settings body like any other
+        value = part_of_body(body, self.part, scope)
+        answer, etag = await self.service.write(scope, self.part, value, conditions, force)
         self.set_header("ETag", etag)
         self.send_json(answer)
 

@@ -2,9 +2,10 @@
 
 What the CLI (2.1.197) reads is checked where the runtime knows the key:
 permissions, env, hooks, model and a few other scalars; keys it does not know
-are kept as they are, since the CLI grows new ones often. Paths are given from
-the settings object (``$.hooks.PreToolUse[0].hooks[1].timeout``) or, for MCP
-servers, from the object that holds them (``$.mcpServers.echo.args[0]``).
+are kept as they are, since the CLI grows new ones often. Paths start where
+the caller says the value sits; the service gives the place in the PUT body
+(``$.settings.permissions.allow[1]``, ``$.hooks.PreToolUse[0].hooks[1].timeout``,
+``$.mcpServers.echo.args[0]``), so a client finds the problem in what it sent.
 """
 
 from __future__ import annotations

@@ -260,20 +260,43 @@ class _ChangedMeanwhile(Exception):
 # -- pure helpers ---------------------------------------------------------------------
 
 
+def invalid_settings(path: str, message: str, **details: Any) -> ApiError:
+    """API.md's one answer to a bad settings body: 400 ``invalid_settings``, ``details.path`` its JSON path."""
+    return ApiError(400, "invalid_settings", f"{path} {message}", path=path, **details)
+
+
+def part_of_body(body: Any, part: str, scope: str) -> Any:
+    """The part a PUT body carries (``{"hooks": {...}}``, as GET returns it), the body around it checked.
+
+    ``scope`` may come back too (a GET answer sent back); to another scope's URL it would overwrite another
+    file, so it must name the scope written.
+    """
+    if not isinstance(body, dict):
+        raise invalid_settings("$", f"must be a JSON object {{{json.dumps(part)}: {{...}}}}, as GET returns it")
+    if part not in body:
+        raise invalid_settings(f"$.{part}", "is required (the body is what GET returns)")
+    claimed = body.get("scope")
+    if claimed is not None and claimed != scope:
+        shown = json.dumps(claimed, ensure_ascii=False)[:80]
+        raise invalid_settings("$.scope", f"is {shown} but the request writes scope {scope!r} (?scope=)", scope=scope)
+    return body[part]
+
+
 def validate(part: str, value: Any) -> None:
-    """400 ``invalid_settings`` with the JSON path of the first problem."""
+    """400 ``invalid_settings`` with the JSON path of the first problem, in the body (``$.settings.env.A``)."""
+    path = f"$.{part}"
     try:
-        check_depth(value)
+        check_depth(value, path)
         if part == "settings":
-            validate_settings(value)
+            validate_settings(value, path)
         elif part == "hooks":
-            validate_hooks(value)
+            validate_hooks(value, path)
         else:
-            validate_mcp_servers(value)
+            validate_mcp_servers(value, path)
     except SettingsInvalid as exc:
-        raise ApiError(400, "invalid_settings", f"{exc.path} {exc.message}", path=exc.path) from None
+        raise invalid_settings(exc.path, exc.message) from None
     except RecursionError:
-        raise ApiError(400, "invalid_settings", "$ is nested too deeply", path="$") from None
+        raise invalid_settings(path, "is nested too deeply") from None
 
 
 def load(where: Location) -> Loaded:

@@ -187,7 +187,8 @@ def _body_schema(part: str, schema: str) -> dict[str, Any]:
             "scope": {
                 "type": ["string", "null"],
                 "enum": [*SCOPES, None],
-                "description": "optional (a GET answer sent back); must equal `?scope=` (else 400 `scope_mismatch`)",
+                "description": "optional (a GET answer sent back); must equal `?scope=` (else 400 "
+                "`invalid_settings` at `$.scope`)",
             },
         },
     }
@@ -218,10 +219,13 @@ for _path, _part, _schema, _answer, _what, _title in _PARTS:
         "put": {
             "summary": f"Replace {_title.lower() if _title != 'MCP servers' else _title} of a scope",
             "description": f"Replaces {_what} in the scope's file; every other key of the file keeps its value "
-            "and its place. The body is validated first (400 `invalid_settings`, `details.path` is the JSON path "
-            "of the first problem, e.g. `$.hooks.PreToolUse[0].hooks[1].timeout`) and nothing is written when it "
-            "fails. The write is atomic and keeps the file's mode (`~/.claude.json` is created 0600); "
-            "missing directories (`.claude/`) are created. `scope=effective` is refused with 400 "
+            "and its place. The body is validated first and nothing is written when it fails: every bad body "
+            "(empty, not an object, the part missing, a `scope` other than `?scope=`, a bad value in the part) "
+            "answers 400 `invalid_settings` with `details.path`, the JSON path of the first problem in the body "
+            "(e.g. `$.hooks.PreToolUse[0].hooks[1].timeout`, `$.settings.env.A`, `$.mcpServers.echo.command`); "
+            "only a body that is not JSON is 400 `invalid_json`. The write is atomic and keeps the file's mode "
+            "(`~/.claude.json` is created 0600); missing directories (`.claude/`) are created. `scope=effective` "
+            "is refused with 400 "
             "`scope_read_only`. A file on disk that is not valid JSON is refused with 422 `settings_file_invalid` "
             "unless `force=true`. Answers what a GET would now answer, with the new ETag."
             + _CONDITIONAL
