@@ -1,8 +1,9 @@
-"""CLI versions without starting Node: an npm install's package.json, else ``--version``.
+"""CLI versions without starting Node: an npm install's package.json, else a ``--version`` the endpoints wait for.
 
-The fake: an npm-style install (``lib/node_modules/@fake/cli`` with its
+The fakes: an npm-style install (``lib/node_modules/@fake/cli`` with its
 package.json, and ``bin/fakecli`` a symlink to its script) whose script would
-sleep 3 s and print a wrong version if it ever ran, leaving a mark.
+sleep 3 s and print a wrong version if it ever ran, leaving a mark; and a
+plain script with no package that takes a moment to print its version.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from typing import Any
 
 import pytest
 
+from tests.conftest import ServerPool, ServerThread
 from wsruntime_ext.versions import npm_package_version, package_root
 
 AGENT_FLAGS = ("--claude-bin", "--codex-bin", "--gemini-bin", "--qwen-bin", "--opencode-bin")
@@ -41,6 +44,119 @@ def npm_install(prefix: str, version: str = "3.4.5", name: str = "@fake/cli", fo
     if not os.path.lexists(link):
         os.symlink(os.path.relpath(os.path.join(package, "bin", "cli.js"), os.path.dirname(link)), link)
     return link
+
+
+def slow_script(folder: str, version: str, delay: float) -> str:
+    """An executable with no package that answers ``--version`` after ``delay`` seconds."""
+    return write(os.path.join(folder, "slow-cli"), f"#!/bin/sh\nsleep {delay}\necho 'slow-cli {version}'\n", 0o755)
+
+
+def start(servers: ServerPool, cli: str, missing: str) -> ServerThread:
+    """A fresh runtime whose OpenSpec CLI and Claude Code are ``cli``; the other agents are not installed."""
+    agents = [arg for flag in AGENT_FLAGS[1:] for arg in (flag, missing)]
+    return servers.fresh("--watch", "off", "--openspec-bin", cli, "--claude-bin", cli, *agents)
+
+
+async def timed(server: ServerThread, path: str) -> tuple[float, Any]:
+    started = time.monotonic()
+    response = await server.request("GET", path)
+    assert response.status == 200, response.raw
+    return time.monotonic() - started, response.body
+
+
+def openspec_path(server: ServerThread) -> str:
+    return f"/api/v1/workspaces/{server.config.workspace_id}/openspec"
+
+
+# -- over HTTP ---------------------------------------------------------------------------------
+
+
+async def test_an_npm_install_is_known_from_the_first_answer_without_running_it(
+    servers: ServerPool, tmp_path: Any
+) -> None:
+    prefix = os.fspath(tmp_path)
+    cli = npm_install(prefix)
+    server = start(servers, cli, os.path.join(prefix, "missing"))
+    try:
+        took, state = await timed(server, openspec_path(server))
+        assert state["cli"] == {"available": True, "version": "3.4.5"}
+        assert took < 2.5  # the script, had it run, would have slept 3 s
+        _, body = await timed(server, "/api/v1/agents")
+        claude = body["agents"][0]
+        assert claude["name"] == "claude-code"
+        assert (claude["available"], claude["version"], claude["path"]) == (True, "3.4.5", cli)
+        assert all(a["available"] is False and "detecting" not in a for a in body["agents"][1:])
+        _, health = await timed(server, "/health")
+        assert health["openspec"]["cli"] == {"available": True, "version": "3.4.5", "path": cli}
+        assert health["agents"]["claude-code"]["version"] == "3.4.5"
+        assert not os.path.exists(os.path.join(prefix, "ran"))  # never started
+    finally:
+        server.stop()
+
+
+async def test_an_upgraded_npm_install_is_seen(servers: ServerPool, tmp_path: Any) -> None:
+    prefix = os.fspath(tmp_path)
+    cli = npm_install(prefix, "3.4.5")
+    server = start(servers, cli, os.path.join(prefix, "missing"))
+    try:
+        _, state = await timed(server, openspec_path(server))
+        assert state["cli"]["version"] == "3.4.5"
+    finally:
+        server.stop()
+    npm_install(prefix, "3.5.0")  # npm rewrites the package: a new package.json, the bin file written again
+    os.utime(os.path.realpath(cli))
+    server = start(servers, cli, os.path.join(prefix, "missing"))
+    try:
+        _, state = await timed(server, openspec_path(server))
+        assert state["cli"] == {"available": True, "version": "3.5.0"}
+        _, body = await timed(server, "/api/v1/agents")
+        assert body["agents"][0]["version"] == "3.5.0"
+    finally:
+        server.stop()
+    assert not os.path.exists(os.path.join(prefix, "ran"))
+
+
+async def test_a_cli_without_a_package_is_probed_and_the_endpoints_wait_for_it(
+    servers: ServerPool, tmp_path: Any
+) -> None:
+    folder = os.fspath(tmp_path)
+    cli = slow_script(folder, "2.0.1", 1.5)
+    server = start(servers, cli, os.path.join(folder, "missing"))
+    try:
+        took, health = await timed(server, "/health")  # liveness never waits for a probe
+        assert took < 1.0
+        assert health["openspec"]["cli"] == {"available": False, "version": None, "path": None, "detecting": True}
+        assert health["agents"]["claude-code"]["detecting"] is True
+        took, state = await timed(server, openspec_path(server))
+        assert state["cli"] == {"available": True, "version": "2.0.1"}  # waited: no "detecting"
+        assert took > 0.3
+        _, body = await timed(server, "/api/v1/agents")
+        assert body["agents"][0]["version"] == "2.0.1" and "detecting" not in body["agents"][0]
+        _, health = await timed(server, "/health")
+        assert health["openspec"]["cli"] == {"available": True, "version": "2.0.1", "path": cli}
+        assert "detecting" not in health["agents"]["claude-code"]
+    finally:
+        server.stop()
+
+
+async def test_the_wait_for_a_probe_is_bounded(servers: ServerPool, tmp_path: Any) -> None:
+    folder = os.fspath(tmp_path)
+    cli = slow_script(folder, "2.0.2", 2.0)
+    server = start(servers, cli, os.path.join(folder, "missing"))
+    try:
+        assert server.runtime is not None
+        server.runtime.ctx.openspec.detection_wait_s = 0.2
+        server.runtime.ctx.agents.detection_wait_s = 0.2
+        took, state = await timed(server, openspec_path(server))
+        assert took < 1.5
+        assert state["cli"] == {"available": False, "version": None, "detecting": True}
+        _, body = await timed(server, "/api/v1/agents")
+        assert body["agents"][0]["detecting"] is True and body["agents"][0]["available"] is False
+        server.runtime.ctx.openspec.detection_wait_s = 30
+        _, state = await timed(server, openspec_path(server))
+        assert state["cli"] == {"available": True, "version": "2.0.2"}
+    finally:
+        server.stop()
 
 
 # -- reading package.json ----------------------------------------------------------------------
