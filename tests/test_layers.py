@@ -10,7 +10,7 @@ import ast
 import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "wsruntime_ext"
-GROUND_FLOOR = {"base", "config", "context", "paths", "procs", "hub", "stats", "globs", "openapi"}
+GROUND_FLOOR = {"base", "config", "context", "paths", "procs", "hub", "stats", "globs", "openapi", "versions"}
 FEATURES = {"agents", "docs", "events", "files", "git", "health", "openspec", "scripts", "settings", "watch"}
 
 

@@ -173,7 +173,9 @@ openapi = {
             "get": {
                 "summary": "Liveness",
                 "description": "Never needs a token. With a valid token (or none configured) it adds what "
-                "the runtime found on this machine (git, agent CLIs, …).",
+                "the runtime found on this machine (git, agent CLIs, …). It never waits: an agent CLI or the "
+                "OpenSpec CLI whose `--version` is still running at start-up is listed with `detecting: true` "
+                "(available false, version null); an npm install's version is read from its package.json.",
                 "tags": ["health"],
                 "responses": {"200": json_response("The runtime is up", {"$ref": "#/components/schemas/Health"})},
             }

@@ -21,6 +21,7 @@ import subprocess
 from typing import Any, ClassVar
 
 from wsruntime_ext.procs import version_output
+from wsruntime_ext.versions import npm_package_version
 
 _VERSION = re.compile(r"\d+\.\d+[0-9A-Za-z.+-]*")
 
@@ -146,11 +147,13 @@ class AgentAdapter:
         return [path, "--version"]
 
     def detect(self) -> AgentInfo:
-        """Find the CLI and its version (blocking: run it off the IOLoop, once)."""
+        """Find the CLI and its version: its npm package.json, else ``--version`` (blocking: off the IOLoop)."""
         path = shutil.which(self.binary) if os.sep not in self.binary else self.binary
         if path is None or not os.access(path, os.X_OK):
             return AgentInfo(self.name, False, None, None, self.binary, self.option_names)
-        version: str | None = None
+        version = npm_package_version(path)  # an npm install says it without starting Node
+        if version is not None:
+            return AgentInfo(self.name, True, version, path, self.binary, self.option_names)
         try:
             code, text = version_output(self.version_argv(path))
             if code == 0 and text:

@@ -204,8 +204,7 @@ class PermissionHandler(ApiHandler):
 
 class AgentsHandler(ApiHandler):
     async def get(self) -> None:
-        await self.ctx.agents.detected()
-        self.send_json({"agents": self.ctx.agents.agents()})
+        self.send_json({"agents": await self.ctx.agents.list_agents()})
 
 
 class AgentStreamSocket(ApiWebSocket):

@@ -26,6 +26,7 @@ from wsruntime_ext.agents.store import SessionStore
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.context import now_iso
 from wsruntime_ext.paths import new_record_id
+from wsruntime_ext.versions import DETECTION_WAIT_S
 
 if TYPE_CHECKING:
     from wsruntime_ext.config import Config
@@ -56,6 +57,7 @@ class AgentService:
         self.env_overrides: dict[str, str] = {}  # added to every agent's environment (tests point it at a mock)
         self.client_backlog = CLIENT_BACKLOG
         self.client_stall_s = CLIENT_STALL_S
+        self.detection_wait_s = DETECTION_WAIT_S  # the longest GET /api/v1/agents waits for a --version probe
         self._saving: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()
         # Per agent whose CLI must run alone the first time: opened once its first session said its id or ended.
@@ -65,7 +67,8 @@ class AgentService:
 
     async def start(self) -> None:
         """Load the stored sessions (running ones become ``interrupted``) and start detecting the CLIs."""
-        # Detection runs `<cli> --version` (0.1-0.3 s each): it must not delay the port opening.
+        # Detection reads an npm package.json (microseconds) or runs `<cli> --version` (a native binary or a
+        # script: up to seconds when it starts Node): it must not delay the port opening.
         self._detection = asyncio.ensure_future(self._detect())
         for record in await self.ctx.run_blocking(self.store.load_all):
             session = AgentSession(record, self.adapters.get(record.get("agent", "")), None, None, self._changed)
@@ -74,13 +77,18 @@ class AgentService:
                 await self._mark_interrupted(session)
 
     async def _detect(self) -> None:
-        infos = await asyncio.gather(*(self.ctx.run_blocking(a.detect) for a in self.adapters.values()))
-        self.info = {i.name: i for i in infos}
+        async def detect(adapter: AgentAdapter) -> None:
+            self.info[adapter.name] = await self.ctx.run_blocking(adapter.detect)  # known as soon as it is
 
-    async def detected(self) -> None:
-        """Wait until the CLIs have been detected (at most once per runtime)."""
-        if self._detection is not None:
-            await asyncio.shield(self._detection)
+        await asyncio.gather(*(detect(a) for a in self.adapters.values()))
+
+    async def detected(self, timeout: float | None = None) -> bool:
+        """Wait until the CLIs have been detected (once per runtime; at most ``timeout`` s); whether they are."""
+        if self._detection is None:
+            return True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._detection), timeout)
+        return self._detection.done()
 
     async def _mark_interrupted(self, session: AgentSession) -> None:
         """A session the runtime stopped while it ran: end its open turn and its stream, keep it resumable."""
@@ -144,16 +152,26 @@ class AgentService:
 
     # -- the API -----------------------------------------------------------------------
 
+    async def list_agents(self) -> list[dict[str, Any]]:
+        """Every adapter's CLI, once detected: a ``--version`` probe still running is waited for (bounded)."""
+        await self.detected(self.detection_wait_s)
+        return self.agents()
+
     def agents(self) -> list[dict[str, Any]]:
-        return [self.info[name].as_json() for name in self.adapters if name in self.info]
+        """Every adapter's CLI as known now; one still being probed says ``detecting``."""
+        found = []
+        for name, adapter in self.adapters.items():
+            info = self.info.get(name)
+            if info is None:
+                info = AgentInfo(name, False, None, None, adapter.binary, adapter.option_names)
+                found.append({**info.as_json(), "detecting": True})
+            else:
+                found.append(info.as_json())
+        return found
 
     def health(self) -> dict[str, Any]:
-        return {
-            "agents": {
-                name: {"available": i.available, "version": i.version, "path": i.path, "options": i.options}
-                for name, i in self.info.items()
-            }
-        }
+        """What is known now: /health never waits for a probe (it says ``detecting`` while one runs)."""
+        return {"agents": {a.pop("name"): a for a in self.agents()}}
 
     def get(self, session_id: str) -> AgentSession:
         session = self.sessions.get(session_id)

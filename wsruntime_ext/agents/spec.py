@@ -177,6 +177,12 @@ schemas: dict[str, Any] = {
             "version": _NULLABLE_STR,
             "path": _NULLABLE_STR,
             "options": {"type": "array", "items": {"type": "string"}},
+            "detecting": {
+                "type": "boolean",
+                "const": True,
+                "description": "(extension) the CLI's `--version` is still running after the bounded wait "
+                "(5 s); `available` and `version` are not known yet. Absent otherwise",
+            },
         },
     },
     "Accepted": {"type": "object", "required": ["accepted"], "properties": {"accepted": {"const": True}}},
@@ -325,6 +331,9 @@ openapi: dict[str, Any] = {
         "/api/v1/agents": {
             "get": {
                 "summary": "Every agent adapter with its CLI's availability and version",
+                "description": "An npm-installed CLI's version is read from its package.json at start-up "
+                "(no Node started); any other CLI is asked with `--version` in the background. This request "
+                "waits for a probe still running, up to 5 s: only past that does an agent say `detecting`.",
                 "tags": [TAG],
                 "responses": {
                     "200": json_response(

@@ -10,6 +10,7 @@ Actions start agent sessions through ``ctx.agents``; ``init`` runs the CLI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ from wsruntime_ext.openspec import actions
 from wsruntime_ext.openspec.reader import read_workspace
 from wsruntime_ext.openspec.schema import SchemaCatalog
 from wsruntime_ext.procs import version_output
+from wsruntime_ext.versions import DETECTION_WAIT_S, npm_package_version
 
 if TYPE_CHECKING:
     from wsruntime_ext.context import Context
@@ -159,6 +161,7 @@ class OpenSpecService:
         self.cli: dict[str, Any] = {"available": False, "version": None, "path": None}
         self.env_overrides: dict[str, str] = {}  # added to the CLI's environment (tests give it a temp HOME)
         self._detection: asyncio.Future[None] | None = None
+        self.detection_wait_s = DETECTION_WAIT_S  # the longest a state request waits for `openspec --version`
         self._cache: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self.reads = 0  # full reads so far (the cache's misses)
@@ -166,12 +169,16 @@ class OpenSpecService:
     # -- the CLI -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Detect ``openspec --version`` in the background: the port must not wait for Node."""
+        """Detect the CLI's version in the background: the port must not wait for Node."""
         self._detection = asyncio.ensure_future(self._detect())
 
-    async def detected(self) -> None:
-        if self._detection is not None:
-            await asyncio.shield(self._detection)
+    async def detected(self, timeout: float | None = None) -> bool:
+        """Wait until the CLI is detected (at most ``timeout`` seconds); whether it is."""
+        if self._detection is None:
+            return True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._detection), timeout)
+        return self._detection.done()
 
     def _env(self) -> dict[str, str]:
         return {**os.environ, "OPENSPEC_TELEMETRY": "0", "DO_NOT_TRACK": "1", "NO_COLOR": "1", **self.env_overrides}
@@ -182,19 +189,32 @@ class OpenSpecService:
             return None
         return path
 
-    async def _detect(self) -> None:
-        path = await self.ctx.run_blocking(self._find_binary)
+    def _detect_blocking(self) -> dict[str, Any] | None:
+        path = self._find_binary()
         if path is None:
-            return
+            return None
+        version = npm_package_version(path)  # the npm install says it: no Node started
+        if version is not None:
+            return {"available": True, "version": version, "path": path}
         try:
-            code, text = await self.ctx.run_blocking(version_output, [path, "--version"], 30, self._env())
+            code, text = version_output([path, "--version"], 30, self._env())
         except (OSError, subprocess.SubprocessError):
-            return
+            return None
         if code == 0 and text:
-            self.cli = {"available": True, "version": text.split()[-1], "path": path}
+            return {"available": True, "version": text.split()[-1], "path": path}
+        return None
+
+    async def _detect(self) -> None:
+        found = await self.ctx.run_blocking(self._detect_blocking)
+        if found is not None:
+            self.cli = found
 
     def health(self) -> dict[str, Any]:
-        return {"openspec": {"cli": dict(self.cli)}}
+        """What is known now: /health never waits for a probe (it says ``detecting`` while one runs)."""
+        cli = dict(self.cli)
+        if self._detection is not None and not self._detection.done():
+            cli["detecting"] = True
+        return {"openspec": {"cli": cli}}
 
     # -- the state -----------------------------------------------------------------------
 
@@ -213,11 +233,11 @@ class OpenSpecService:
         return view
 
     async def state(self) -> dict[str, Any]:
-        view = await self.ctx.run_blocking(self._read)
+        view, _ = await asyncio.gather(self.ctx.run_blocking(self._read), self.detected(self.detection_wait_s))
         return {**view, "cli": self.cli_info()}
 
     def cli_info(self) -> dict[str, Any]:
-        """What is known of the CLI; never waits for the detection (Node may take seconds to answer)."""
+        """What is known of the CLI; ``detecting`` only while a ``--version`` probe outlasts the bounded wait."""
         info: dict[str, Any] = {"available": self.cli["available"], "version": self.cli["version"]}
         if self._detection is not None and not self._detection.done():
             info["detecting"] = True

@@ -110,7 +110,13 @@ schemas: dict[str, Any] = {
                 "properties": {
                     "available": {"type": "boolean"},
                     "version": _NULLABLE_STR,
-                    "detecting": {"type": "boolean", "description": "start-up is still running `openspec --version`"},
+                    "detecting": {
+                        "type": "boolean",
+                        "const": True,
+                        "description": "(extension) `openspec --version` is still running after the bounded wait "
+                        "(5 s): `available` and `version` are not known yet. Absent otherwise — an npm install's "
+                        "version comes from its package.json, and the request waits for a probe still running",
+                    },
                 },
             },
         },
@@ -152,7 +158,9 @@ openapi: dict[str, Any] = {
                 "description": "Read natively (no Node), equal to what `openspec list`, `list --specs`, "
                 "`status --all` and `instructions apply` report; cached until a file under `openspec/` or "
                 "`.claude/` changes. Only the workspace itself is a root: no ancestor's `openspec/` is used. "
-                "Not initialised → `initialized: false` and the `init` action.",
+                "Not initialised → `initialized: false` and the `init` action. `cli`: an npm install's version "
+                "comes from its package.json (no Node started); otherwise this request waits for the start-up "
+                "`openspec --version`, up to 5 s, and only past that says `detecting: true`.",
                 "tags": [TAG],
                 "parameters": [_WORKSPACE],
                 "responses": {"200": json_response("The state", ref("OpenSpecState")), **errors(404)},
