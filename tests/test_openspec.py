@@ -401,7 +401,7 @@ async def test_core_refuses_what_it_does_not_have(
     response = await post_action(core_server, action, body)
     assert response.status == status, response.raw
     assert response.error_code == code
-    if action not in ("update",):
+    if action != "update":
         assert "not in the core profile" in response.body["error"]["message"]
         assert response.body["error"]["details"] == {"action": action, "profile": "core"}
     after = await core_server.request("GET", "/api/v1/agent-sessions")

@@ -113,8 +113,8 @@ def read_profile(path: str) -> Profile:
         workflows = []
     if not isinstance(workflows, list):
         return core(warning=f"'workflows' in {path} is not a list (the openspec CLI fails on it): core is used")
-    hashable = [w for w in workflows if isinstance(w, str)]
-    return Profile("custom", profile_workflows("custom", hashable), path, path)
+    names = [w for w in workflows if isinstance(w, str)]  # the CLI drops what it does not know, numbers too
+    return Profile("custom", profile_workflows("custom", names), path, path)
 
 
 def not_in_profile(profile: Mapping[str, Any], action: str) -> str | None:
