@@ -50,6 +50,32 @@ def normalize(doc: Any, root: str) -> Any:
     return walk(doc)
 
 
+def make_home(parent: str, config: Any = None, name: str = "home") -> str:
+    """A fresh HOME at ``parent/name``; with ``config``, ``~/.config/openspec/config.json`` holds it (a str as it
+    is, anything else as JSON)."""
+    home = os.path.join(parent, name)
+    os.makedirs(home)
+    if config is not None:
+        write_global_config(os.path.join(home, ".config"), config)
+    return home
+
+
+def write_global_config(config_home: str, config: Any, mtime_s: float | None = None) -> str:
+    """``config_home/openspec/config.json`` (the CLI's file under ``$XDG_CONFIG_HOME``), optionally at ``mtime_s``."""
+    path = os.path.join(config_home, "openspec", "config.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(config if isinstance(config, str) else json.dumps(config, indent=2) + "\n")
+    if mtime_s is not None:
+        os.utime(path, (mtime_s, mtime_s))
+    return path
+
+
+def pin_config_home(server: Any, home: str) -> None:
+    """``XDG_CONFIG_HOME`` = ``home/.config`` for the server's agents and CLI, whatever the test process has."""
+    server.runtime.ctx.agents.env_overrides = {"XDG_CONFIG_HOME": os.path.join(home, ".config")}
+
+
 def openspec_bin() -> str | None:
     return shutil.which("openspec")
 

@@ -15,15 +15,36 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]  # schemathesis brings it (pyproject test extra)
 import pytest
 
 from tests.agents_support import wait_status
 from tests.conftest import ServerPool, ServerThread
-from tests.openspec_support import FIXTURES, copy_fixture, expected, normalize, openspec_bin
+from tests.openspec_support import (
+    FIXTURES,
+    copy_fixture,
+    expected,
+    make_home,
+    normalize,
+    openspec_bin,
+    pin_config_home,
+    write_global_config,
+)
+from wsruntime_ext.openspec.profile import ALL_WORKFLOWS, CORE_WORKFLOWS, read_profile
 from wsruntime_ext.openspec.reader import locale_key, parse_tasks, read_workspace, requirement_count
 from wsruntime_ext.openspec.yamlish import YamlError, parse
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_agent.py")
+EVERY_WORKFLOW = {"profile": "custom", "workflows": list(ALL_WORKFLOWS)}
+
+
+def start_server(servers: ServerPool, fixture: str, *args: str, config: Any = None) -> ServerThread:
+    """A server of its own on a copy of ``fixture`` with a fresh ``--home`` (``config``: its global OpenSpec config)."""
+    base = tempfile.mkdtemp(prefix=f"openspec-{fixture}-", dir=servers.base)
+    home = make_home(base, config)
+    server = servers.fresh("--home", home, *args, workspace=copy_fixture(fixture, base))
+    pin_config_home(server, home)
+    return server
 
 
 def test_there_are_six_fixtures() -> None:
@@ -67,8 +88,8 @@ def test_reader_equals_the_recorded_cli(fixture: str, tmp_path: Any) -> None:
 
 @pytest.fixture(scope="module")
 def fixture_servers(servers: ServerPool) -> Iterator[dict[str, ServerThread]]:
-    base = tempfile.mkdtemp(prefix="openspec-", dir=servers.base)
-    started = {name: servers.fresh("--watch", "off", workspace=copy_fixture(name, base)) for name in FIXTURES}
+    """One server per fixture, each with a fresh HOME: the core profile."""
+    started = {name: start_server(servers, name, "--watch", "off") for name in FIXTURES}
     yield started
     for server in started.values():
         server.stop()
@@ -139,18 +160,18 @@ async def test_endpoint_equals_the_recorded_cli(fixture: str, fixture_servers: d
 async def test_the_active_changes_actions(fixture_servers: dict[str, ServerThread]) -> None:
     state = await get_state(fixture_servers["active-changes"])
     actions = {c["name"]: [a["id"] for a in c["actions"]] for c in state["changes"]}
-    assert actions == {
-        "refactor-storage": ["explore", "apply", "verify"],  # specs skipped, no design needed: 0/2 tasks
-        "fix-export-encoding": ["explore", "continue", "verify", "sync", "archive"],  # 3/3 done, design missing
-        "improve-search": ["explore", "continue"],  # scaffold only
-        "add-dark-mode": ["explore", "continue"],  # proposal only
-        "add-note-tags": ["explore", "apply", "verify", "sync"],  # 4/8
+    assert actions == {  # the core profile: no continue, verify
+        "refactor-storage": ["explore", "apply", "update"],  # specs skipped, no design needed: 0/2 tasks
+        "fix-export-encoding": ["explore", "update", "sync", "archive"],  # 3/3 done, design missing
+        "improve-search": ["explore"],  # scaffold only: nothing done to update
+        "add-dark-mode": ["explore", "update"],  # proposal only
+        "add-note-tags": ["explore", "apply", "update", "sync"],  # 4/8
     }
     apply = next(
         a for c in state["changes"] if c["name"] == "add-note-tags" for a in c["actions"] if a["id"] == "apply"
     )
     assert apply == {"id": "apply", "command": "/opsx:apply add-note-tags", "kind": "slash", "installed": False}
-    assert [a["id"] for a in state["actions"]] == ["propose", "explore", "new", "ff"]
+    assert [a["id"] for a in state["actions"]] == ["propose", "explore"]
     propose = state["actions"][0]
     assert propose["command"] == "/opsx:propose" and propose["needs"] == ["description"]
     assert state["archived"] == []
@@ -177,9 +198,9 @@ async def test_without_openspec_only_init_is_offered(fixture_servers: dict[str, 
     ]
 
 
-async def test_empty_workspace_offers_onboard(fixture_servers: dict[str, ServerThread]) -> None:
+async def test_empty_workspace_offers_propose_and_explore(fixture_servers: dict[str, ServerThread]) -> None:
     state = await get_state(fixture_servers["empty-init"])
-    assert [a["id"] for a in state["actions"]] == ["propose", "explore", "new", "ff", "onboard"]
+    assert [a["id"] for a in state["actions"]] == ["propose", "explore"]  # onboard is not in the core profile
 
 
 async def test_legacy_layout_is_read(fixture_servers: dict[str, ServerThread]) -> None:
@@ -192,8 +213,7 @@ async def test_legacy_layout_is_read(fixture_servers: dict[str, ServerThread]) -
 
 
 async def test_a_repeated_call_reads_nothing_and_a_change_is_seen(servers: ServerPool) -> None:
-    base = tempfile.mkdtemp(prefix="openspec-cache-", dir=servers.base)
-    server = servers.fresh("--watch", "off", workspace=copy_fixture("active-changes", base))
+    server = start_server(servers, "active-changes", "--watch", "off")
     try:
         service = server.runtime.ctx.openspec  # type: ignore[union-attr]
         first = await get_state(server)
@@ -222,9 +242,17 @@ async def test_a_repeated_call_reads_nothing_and_a_change_is_seen(servers: Serve
 
 @pytest.fixture(scope="module")
 def agent_server(servers: ServerPool) -> Iterator[ServerThread]:
-    base = tempfile.mkdtemp(prefix="openspec-actions-", dir=servers.base)
-    workspace = copy_fixture("active-changes", base)
-    server = servers.fresh("--claude-bin", FAKE, "--openspec-bin", "/nonexistent/openspec", workspace=workspace)
+    """active-changes with the fake agent, under a custom profile of all twelve workflows."""
+    args = ("--claude-bin", FAKE, "--openspec-bin", "/nonexistent/openspec")
+    server = start_server(servers, "active-changes", *args, config=EVERY_WORKFLOW)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def core_server(servers: ServerPool) -> Iterator[ServerThread]:
+    """active-changes with the fake agent and a fresh HOME: the core profile."""
+    server = start_server(servers, "active-changes", "--claude-bin", FAKE, "--openspec-bin", "/nonexistent/openspec")
     yield server
     server.stop()
 
@@ -300,6 +328,211 @@ async def test_reasons_say_why(agent_server: ServerThread) -> None:
     assert "4 of 8" in r.body["error"]["message"]
     r = await post_action(agent_server, "apply", {"change": "add-dark-mode"})
     assert "tasks" in r.body["error"]["message"]
+
+
+async def assert_documented(server: ServerThread, state: dict[str, Any]) -> None:
+    """``state`` is valid under ``/openapi.json``'s OpenSpecState."""
+    document = (await server.request("GET", "/openapi.json")).body
+    schema = {"$ref": "#/components/schemas/OpenSpecState", "components": document["components"]}
+    jsonschema.Draft202012Validator(schema).validate(state)
+
+
+# -- profiles -----------------------------------------------------------------------------------
+
+
+async def test_a_fresh_home_is_the_core_profile(core_server: ServerThread) -> None:
+    state = await get_state(core_server)
+    home = core_server.config.home
+    assert home is not None
+    assert state["profile"] == {
+        "name": "core",
+        "workflows": ["propose", "explore", "apply", "update", "sync", "archive"],
+        "source": "default",
+        "config_path": os.path.join(home, ".config", "openspec", "config.json"),
+        "warning": None,
+    }
+    offered = {a["id"] for a in state["actions"]} | {a["id"] for c in state["changes"] for a in c["actions"]}
+    assert offered == set(CORE_WORKFLOWS)  # each core workflow applies somewhere here, and nothing else
+    await assert_documented(core_server, state)
+
+
+async def test_update_is_offered_once_an_artifact_is_done(core_server: ServerThread) -> None:
+    state = await get_state(core_server)
+    for change in state["changes"]:
+        done = any(a["status"] == "done" for a in change["artifacts"])
+        ids = [a["id"] for a in change["actions"]]
+        assert ("update" in ids) is done, change["name"]
+    dark_mode = next(c for c in state["changes"] if c["name"] == "add-dark-mode")
+    update = next(a for a in dark_mode["actions"] if a["id"] == "update")
+    assert update == {"id": "update", "command": "/opsx:update add-dark-mode", "kind": "slash", "installed": False}
+
+
+async def test_update_starts_the_slash_command_with_the_revision(core_server: ServerThread) -> None:
+    response = await post_action(core_server, "update", {"change": "add-dark-mode", "input": "drop the toggle"})
+    assert response.status == 201, response.raw
+    assert response.body["agent"] == "claude-code"
+    assert response.body["prompt"] == "/opsx:update add-dark-mode drop the toggle"
+    done = await wait_status(core_server, response.body["id"], "completed", "idle", "failed")
+    assert done["result"] == "echo: /opsx:update add-dark-mode drop the toggle"  # what the agent received
+    alone = await post_action(core_server, "update", {"change": "add-note-tags"})  # the revision is optional
+    assert alone.status == 201 and alone.body["prompt"] == "/opsx:update add-note-tags"
+    await wait_status(core_server, alone.body["id"], "completed", "idle", "failed")
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "status", "code"),
+    [
+        ("update", {"change": "improve-search"}, 409, "action_not_available"),  # no artifact done
+        ("update", {}, 400, "invalid_field"),  # update needs a change
+        ("update", {"change": "no-such-change"}, 404, "change_not_found"),
+        ("ff", {"input": "add-x"}, 409, "action_not_available"),  # not in the core profile
+        ("ff", {}, 409, "action_not_available"),  # not in the profile comes before the missing input
+        ("new", {"input": "add-x"}, 409, "action_not_available"),
+        ("continue", {"change": "add-dark-mode"}, 409, "action_not_available"),  # it would apply under custom
+        ("verify", {"change": "add-note-tags"}, 409, "action_not_available"),
+        ("onboard", {}, 409, "action_not_available"),
+        ("bulk-archive", {}, 409, "action_not_available"),
+    ],
+)
+async def test_core_refuses_what_it_does_not_have(
+    core_server: ServerThread, action: str, body: Any, status: int, code: str
+) -> None:
+    before = await core_server.request("GET", "/api/v1/agent-sessions")
+    response = await post_action(core_server, action, body)
+    assert response.status == status, response.raw
+    assert response.error_code == code
+    if action != "update":
+        assert "not in the core profile" in response.body["error"]["message"]
+        assert response.body["error"]["details"] == {"action": action, "profile": "core"}
+    after = await core_server.request("GET", "/api/v1/agent-sessions")
+    assert len(after.body["sessions"]) == len(before.body["sessions"])
+
+
+async def test_all_twelve_under_a_custom_profile_of_all(agent_server: ServerThread) -> None:
+    state = await get_state(agent_server)
+    assert state["profile"]["name"] == "custom" and state["profile"]["workflows"] == list(ALL_WORKFLOWS)
+    actions = {c["name"]: [a["id"] for a in c["actions"]] for c in state["changes"]}
+    assert actions == {
+        "refactor-storage": ["explore", "apply", "update", "verify"],
+        "fix-export-encoding": ["explore", "continue", "update", "verify", "sync", "archive"],
+        "improve-search": ["explore", "continue"],
+        "add-dark-mode": ["explore", "continue", "update"],
+        "add-note-tags": ["explore", "apply", "update", "verify", "sync"],
+    }
+    assert [a["id"] for a in state["actions"]] == ["propose", "explore", "new", "ff"]
+
+
+async def test_a_custom_subset_under_xdg_config_home(servers: ServerPool, tmp_path: Any) -> None:
+    """``$XDG_CONFIG_HOME`` (as agent sessions see it) wins over ``~/.config``; archive brings sync in."""
+    server = start_server(servers, "active-changes", "--claude-bin", FAKE, config=EVERY_WORKFLOW)  # ~/.config
+    try:
+        xdg = str(tmp_path / "xdg")
+        path = write_global_config(xdg, {"profile": "custom", "workflows": ["new", "archive", "verify", "bogus"]})
+        server.runtime.ctx.agents.env_overrides = {"XDG_CONFIG_HOME": xdg}  # type: ignore[union-attr]
+        state = await get_state(server)
+        assert state["profile"] == {
+            "name": "custom",
+            "workflows": ["new", "sync", "archive", "verify"],
+            "source": path,
+            "config_path": path,
+            "warning": None,
+        }
+        assert [a["id"] for a in state["actions"]] == ["new"]
+        actions = {c["name"]: [a["id"] for a in c["actions"]] for c in state["changes"]}
+        assert actions == {
+            "refactor-storage": ["verify"],
+            "fix-export-encoding": ["verify", "sync", "archive"],
+            "improve-search": [],
+            "add-dark-mode": [],
+            "add-note-tags": ["verify", "sync"],
+        }
+        for action, body in (("propose", {"input": "x"}), ("explore", {}), ("update", {"change": "add-dark-mode"})):
+            r = await post_action(server, action, body)
+            assert r.status == 409 and r.error_code == "action_not_available", r.raw
+            assert "custom profile" in r.body["error"]["message"] and path in r.body["error"]["message"]
+        await assert_documented(server, state)
+        r = await post_action(server, "new", {"input": "add-search-filters"})
+        assert r.status == 201 and r.body["prompt"] == "/opsx:new add-search-filters"
+        await wait_status(server, r.body["id"], "completed", "idle", "failed")
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("config", "warning"),
+    [
+        ('{"profile": "custom", "workflows": [', "Invalid JSON"),
+        ("\ufeff{}", "Invalid JSON"),  # JSON.parse refuses a BOM too
+        ('{"profile": "custom", "workflows": [NaN]}', "Invalid JSON"),
+        ('["profile", "custom"]', "not a JSON object"),
+        ('{"profile": "custom", "workflows": "ff"}', "not a list"),
+        ('{"profile": "expanded", "workflows": ["ff"]}', "Unknown profile"),
+    ],
+)
+def test_an_unusable_global_config_is_core_with_a_warning(tmp_path: Any, config: str, warning: str) -> None:
+    path = write_global_config(str(tmp_path), config)
+    profile = read_profile(path)
+    assert (profile.name, profile.workflows, profile.source) == ("core", CORE_WORKFLOWS, "default")
+    assert profile.warning is not None and warning in profile.warning and path in profile.warning
+
+
+def test_global_config_rules(tmp_path: Any) -> None:
+    path = str(tmp_path / "openspec" / "config.json")
+    assert read_profile(path).view() == {
+        "name": "core",
+        "workflows": list(CORE_WORKFLOWS),
+        "source": "default",
+        "config_path": path,
+        "warning": None,
+    }
+    os.makedirs(path)  # a folder where the file should be
+    assert "Cannot read" in (read_profile(path).warning or "")
+    os.rmdir(path)
+    for config, name, workflows, source in [
+        ({"telemetry": {"enabled": False}}, "core", CORE_WORKFLOWS, "default"),  # no profile: the default
+        ({"profile": "core", "workflows": ["ff"]}, "core", CORE_WORKFLOWS, path),  # core ignores the list
+        ({"profile": "custom"}, "custom", (), path),  # no list: nothing (the CLI installs nothing)
+        ({"profile": "custom", "workflows": ["bulk-archive", 3, None]}, "custom", ("sync", "bulk-archive"), path),
+        ({"profile": "custom", "workflows": ["sync", "ff", "ff"]}, "custom", ("ff", "sync"), path),
+    ]:
+        write_global_config(str(tmp_path), config)
+        profile = read_profile(path)
+        assert (profile.name, profile.workflows, profile.source, profile.warning) == (name, workflows, source, None)
+
+
+async def test_a_corrupt_global_config_is_core_and_says_so(servers: ServerPool) -> None:
+    server = start_server(servers, "active-changes", config='{"profile": "custom", "workflows": [')
+    try:
+        state = await get_state(server)
+        profile = state["profile"]
+        assert profile["name"] == "core" and profile["workflows"] == list(CORE_WORKFLOWS)
+        assert profile["source"] == "default"
+        assert profile["warning"].startswith(f"Invalid JSON in {profile['config_path']}")
+        assert [a["id"] for a in state["actions"]] == ["propose", "explore"]
+        await assert_documented(server, state)
+    finally:
+        server.stop()
+
+
+async def test_a_change_to_the_global_config_is_seen_through_the_cache(servers: ServerPool) -> None:
+    server = start_server(servers, "active-changes", "--watch", "off")
+    try:
+        service = server.runtime.ctx.openspec  # type: ignore[union-attr]
+        config_home = os.path.join(str(server.config.home), ".config")
+        old = time.time() - 3600  # settled: the cache keeps the answer
+        write_global_config(config_home, {"profile": "custom", "workflows": ["explore"]}, old)
+        assert (await get_state(server))["profile"]["workflows"] == ["explore"]
+        reads = service.reads
+        assert (await get_state(server))["profile"]["workflows"] == ["explore"]
+        assert service.reads == reads  # cached
+        write_global_config(config_home, {"profile": "custom", "workflows": ["onboard"]}, old - 60)
+        state = await get_state(server)
+        assert state["profile"]["workflows"] == ["onboard"] and service.reads == reads + 1
+        assert state["actions"] == [] and all(c["actions"] == [] for c in state["changes"])  # onboard: changes exist
+        os.remove(os.path.join(config_home, "openspec", "config.json"))
+        assert (await get_state(server))["profile"]["name"] == "core"
+    finally:
+        server.stop()
 
 
 async def test_unknown_workspace_is_404(agent_server: ServerThread) -> None:

@@ -9,6 +9,12 @@ archived changes, every file at a random mtime. The CLI's ``list --json``,
 apply``) must equal the reader's output after normalising the root path.
 
 Seed: ``OPENSPEC_DIFF_SEED`` (default fixed), count: ``OPENSPEC_DIFF_COUNT`` (default 50).
+
+The profile test sets the global profile the way a user does (``openspec config
+set``, ``openspec config profile core``, a broken file), lets the runtime's
+``init`` action and then ``openspec update`` install the workflows, and checks
+that the ``/opsx:`` commands and skills the CLI put under ``.claude/`` are exactly
+the workflows the runtime reports for that profile.
 """
 
 from __future__ import annotations
@@ -17,12 +23,16 @@ import concurrent.futures
 import json
 import os
 import random
+import subprocess
 import tempfile
 from typing import Any
 
 import pytest
 
-from tests.openspec_support import normalize, openspec_bin, run_cli
+from tests.conftest import ServerPool, ServerThread
+from tests.openspec_support import cli_env, make_home, normalize, openspec_bin, pin_config_home, run_cli
+from wsruntime_ext.openspec.actions import SKILLS
+from wsruntime_ext.openspec.profile import CORE_WORKFLOWS
 from wsruntime_ext.openspec.reader import read_workspace
 
 SEED = int(os.environ.get("OPENSPEC_DIFF_SEED", "20261128"))
@@ -213,3 +223,97 @@ def test_reader_equals_the_real_cli_on_random_workspaces(tmp_path: Any) -> None:
         results = list(pool.map(lambda item: compare(item[0], item[1], home), enumerate(roots)))
     problems = [p for r in results for p in r]
     assert not problems, f"OPENSPEC_DIFF_SEED={SEED}: {len(problems)} differences\n" + "\n".join(problems[:5])
+
+
+# -- profiles: what the CLI installs is what the runtime reports ---------------------------------
+
+
+def run_plain(args: list[str], cwd: str, home: str) -> subprocess.CompletedProcess[str]:
+    """``openspec <args>`` (not JSON) with the oracle's environment; it must succeed."""
+    done = subprocess.run(
+        [openspec_bin() or "openspec", *args],
+        cwd=cwd,
+        env=cli_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, f"openspec {' '.join(args)}: {done.stdout}{done.stderr}"
+    return done
+
+
+def installed_by_cli(workspace: str) -> tuple[set[str], set[str]]:
+    """The workflows of ``.claude/commands/opsx/*.md`` and of ``.claude/skills/*/SKILL.md`` (by skill name)."""
+    commands_dir = os.path.join(workspace, ".claude", "commands", "opsx")
+    skills_dir = os.path.join(workspace, ".claude", "skills")
+    commands = {n[:-3] for n in os.listdir(commands_dir) if n.endswith(".md")} if os.path.isdir(commands_dir) else set()
+    by_skill = {skill: workflow for workflow, skill in SKILLS.items()}
+    skills = set()
+    for name in os.listdir(skills_dir) if os.path.isdir(skills_dir) else []:
+        assert name in by_skill, f"a skill the runtime does not know: {name}"
+        assert os.path.isfile(os.path.join(skills_dir, name, "SKILL.md"))
+        skills.add(by_skill[name])
+    return commands, skills
+
+
+async def reported(server: ServerThread) -> dict[str, Any]:
+    response = await server.request("GET", f"/api/v1/workspaces/{server.config.workspace_id}/openspec")
+    assert response.status == 200, response.raw
+    return dict(response.body)
+
+
+async def test_the_cli_installs_the_workflows_the_runtime_reports(servers: ServerPool, tmp_path: Any) -> None:
+    home = make_home(str(tmp_path))
+    workspace = os.path.realpath(tempfile.mkdtemp(prefix="profile-", dir=str(tmp_path)))
+    server = servers.fresh("--home", home, workspace=workspace)
+    try:
+        pin_config_home(server, home)
+        config_path = os.path.join(home, ".config", "openspec", "config.json")
+
+        async def check(name: str, source: str, warning: bool = False) -> list[str]:
+            state = await reported(server)
+            profile = state["profile"]
+            assert (profile["name"], profile["source"], profile["config_path"]) == (name, source, config_path)
+            assert (profile["warning"] is not None) is warning, profile
+            commands, skills = installed_by_cli(workspace)
+            assert commands == skills == set(profile["workflows"]), (commands, skills, profile)
+            assert state["installed"] == sorted(profile["workflows"])
+            offered = {a["id"] for a in state["actions"]} | {a["id"] for c in state["changes"] for a in c["actions"]}
+            assert offered <= set(profile["workflows"])
+            return list(profile["workflows"])
+
+        # A custom subset, set as a user does without the interactive picker; the runtime's init action runs the
+        # CLI in the agent sessions' environment (HOME is --home), so it installs that subset.
+        run_plain(["config", "set", "profile", "custom"], workspace, home)
+        run_plain(["config", "set", "workflows", '["ff", "bulk-archive", "verify", "onboard"]'], workspace, home)
+        r = await server.request("POST", f"/api/v1/workspaces/{server.config.workspace_id}/openspec/actions/init")
+        assert r.status == 201, r.raw
+        assert await check("custom", config_path) == ["ff", "sync", "bulk-archive", "verify", "onboard"]
+
+        # The core preset; `openspec update` applies it.
+        run_plain(["config", "profile", "core"], workspace, home)
+        run_plain(["update"], workspace, home)
+        assert await check("core", config_path) == list(CORE_WORKFLOWS)
+
+        # No global config at all: core, by default (what is installed is core's six).
+        os.remove(config_path)
+        assert await check("core", "default") == list(CORE_WORKFLOWS)
+        # With no profile in the global config, `openspec update` migrates (migration.ts): it writes a custom
+        # profile of the workflows installed here. The runtime reads what it wrote.
+        done = run_plain(["update"], workspace, home)
+        assert "Migrated: custom profile with 6 workflows" in done.stdout
+        assert await check("custom", config_path) == list(CORE_WORKFLOWS)
+
+        # A custom profile again, then the file breaks: the CLI warns and installs core; so does the runtime.
+        run_plain(["config", "set", "profile", "custom"], workspace, home)
+        run_plain(["config", "set", "workflows", '["new", "continue"]'], workspace, home)
+        run_plain(["update"], workspace, home)
+        assert await check("custom", config_path) == ["new", "continue"]
+        with open(config_path, "a", encoding="utf-8") as f:
+            f.write("{ not json")
+        done = run_plain(["update"], workspace, home)
+        assert f"Invalid JSON in {config_path}" in done.stderr
+        assert await check("core", "default", warning=True) == list(CORE_WORKFLOWS)
+    finally:
+        server.stop()

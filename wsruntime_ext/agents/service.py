@@ -212,6 +212,11 @@ class AgentService:
         # The CLI finds a conversation only from the directory it was started in.
         return str(agent_sid), str(old.record.get("cwd") or ""), old.id
 
+    def session_environment(self) -> dict[str, str]:
+        """The environment every agent session starts from, before its adapter adds its own variables."""
+        home = {"HOME": self.ctx.config.home} if self.ctx.config.home else {}  # --home: where the settings are
+        return {**os.environ, **home, **self.env_overrides}
+
     def adapter(self, agent: str) -> AgentAdapter:
         """The adapter called ``agent``; 400 unknown_agent."""
         adapter = self.adapters.get(agent)
@@ -266,8 +271,7 @@ class AgentService:
         session = AgentSession(record, adapter, [], message_log, self._changed)
         self.sessions[session.id] = session
         self._changed(session)
-        home = {"HOME": self.ctx.config.home} if self.ctx.config.home else {}  # --home: where the settings are
-        env = adapter.environment({**os.environ, **home, **self.env_overrides})
+        env = adapter.environment(self.session_environment())
         argv = adapter.command(options)
         try:
             proc = await self.ctx.procs.spawn(

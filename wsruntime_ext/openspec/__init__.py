@@ -3,7 +3,8 @@
 ``yamlish.py`` reads the YAML subset OpenSpec uses, ``schema.py`` the workflow
 schemas and their artifact graph, ``reader.py`` computes what the ``openspec``
 CLI's ``list``, ``list --specs``, ``status --all`` and apply state report (no Node
-at run time), ``actions.py`` which workflow actions apply when, ``service.py`` the
+at run time), ``profile.py`` which workflows exist under the profile in effect,
+``actions.py`` which workflow actions apply when, ``service.py`` the
 cached state and the actions (agent sessions through ``ctx.agents``, ``init``
 through the CLI), ``handlers.py`` the HTTP layer and ``spec.py`` its OpenAPI
 description.

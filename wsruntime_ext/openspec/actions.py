@@ -2,31 +2,22 @@
 
 Each action is carried out by an agent with the slash command ``openspec init
 --tools claude`` installs (``/opsx:<id>``), except ``init``, which is the CLI's.
+Only the workflows of the profile in effect exist (:mod:`profile`).
 :func:`workspace_actions` and :func:`change_actions` list what applies now;
-:func:`unavailable_reason` says why one does not.
+:func:`workspace_reason` and :func:`change_reason` say why one does not.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from typing import Any
 
-ACTIONS = (
-    "init",
-    "propose",
-    "explore",
-    "new",
-    "continue",
-    "ff",
-    "apply",
-    "verify",
-    "sync",
-    "archive",
-    "bulk-archive",
-    "onboard",
-)
+from wsruntime_ext.openspec.profile import ALL_WORKFLOWS
+
+ACTIONS = ("init", *ALL_WORKFLOWS)  # init is the CLI's; the rest are the workflows of profiles.ts
 WORKSPACE_ACTIONS = ("propose", "explore", "new", "ff", "onboard", "bulk-archive")
-CHANGE_ACTIONS = ("explore", "continue", "apply", "verify", "sync", "archive")
+CHANGE_ACTIONS = ("explore", "continue", "apply", "update", "verify", "sync", "archive")
 # What the action's free text must say (the slash command's argument); explore's topic is optional.
 NEEDS = {"propose": ["description"], "new": ["name"], "ff": ["name"]}
 INIT_COMMAND = ["openspec", "init", "--tools", "claude"]
@@ -49,13 +40,14 @@ def installed_commands(workspace: str) -> list[str]:
     for action, skill in SKILLS.items():
         if os.path.isfile(os.path.join(skills, skill, "SKILL.md")):
             found.add(action)
-    return sorted(a for a in found if a in ACTIONS)
+    return sorted(a for a in found if a in ALL_WORKFLOWS)
 
 
 SKILLS = {
     "propose": "openspec-propose",
     "explore": "openspec-explore",
     "apply": "openspec-apply-change",
+    "update": "openspec-update-change",
     "sync": "openspec-sync-specs",
     "archive": "openspec-archive-change",
     "new": "openspec-new-change",
@@ -75,11 +67,13 @@ def _entry(action: str, installed: list[str], change: str | None = None) -> dict
     return entry
 
 
-def workspace_actions(initialized: bool, changes: list[dict[str, Any]], installed: list[str]) -> list[dict[str, Any]]:
-    """The workspace-wide actions that apply now."""
+def workspace_actions(
+    initialized: bool, changes: list[dict[str, Any]], installed: list[str], workflows: Collection[str]
+) -> list[dict[str, Any]]:
+    """The workspace-wide actions that apply now, among ``workflows`` (the profile's)."""
     if not initialized:
         return [{"id": "init", "command": " ".join(INIT_COMMAND), "kind": "cli", "installed": True}]
-    return [_entry(a, installed) for a in WORKSPACE_ACTIONS if workspace_reason(a, changes) is None]
+    return [_entry(a, installed) for a in WORKSPACE_ACTIONS if a in workflows and workspace_reason(a, changes) is None]
 
 
 def workspace_reason(action: str, changes: list[dict[str, Any]]) -> str | None:
@@ -93,9 +87,13 @@ def workspace_reason(action: str, changes: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def change_actions(change: dict[str, Any], installed: list[str]) -> list[dict[str, Any]]:
-    """The actions on one change that apply now."""
-    return [_entry(a, installed, change["name"]) for a in CHANGE_ACTIONS if change_reason(a, change) is None]
+def change_actions(change: dict[str, Any], installed: list[str], workflows: Collection[str]) -> list[dict[str, Any]]:
+    """The actions on one change that apply now, among ``workflows`` (the profile's)."""
+    return [
+        _entry(a, installed, change["name"])
+        for a in CHANGE_ACTIONS
+        if a in workflows and change_reason(a, change) is None
+    ]
 
 
 def change_reason(action: str, change: dict[str, Any]) -> str | None:
@@ -122,6 +120,10 @@ def change_reason(action: str, change: dict[str, Any]) -> str | None:
         if missing:
             return f"{name!r} cannot be implemented before these artifacts exist: {', '.join(missing)}"
         return f"{name!r} has no tasks to work on"
+    if action == "update":
+        if any(a["status"] == "done" for a in artifacts):
+            return None
+        return f"No artifact of {name!r} is done yet: there is nothing to revise"
     if action == "verify":
         if apply_state in ("ready", "all_done"):
             return None

@@ -1,10 +1,13 @@
 """The OpenSpec service: the workspace's state as API.md shows it, cached, and the workflow actions.
 
 It knows no HTTP. :meth:`OpenSpecService.state` reads through :mod:`reader`
-off the IOLoop and caches the result under a stat fingerprint of ``openspec/``
-and ``.claude/`` (every entry's mtime, size and inode): a repeated call costs one
-walk of stats, no file is read or parsed again until something changes.
-Actions start agent sessions through ``ctx.agents``; ``init`` runs the CLI.
+off the IOLoop and caches the result under a stat fingerprint of ``openspec/``,
+``.claude/`` (every entry's mtime, size and inode) and the global
+``openspec/config.json`` that picks the profile: a repeated call costs one walk of
+stats, no file is read or parsed again until something changes. Actions start
+agent sessions through ``ctx.agents``; ``init`` runs the CLI. The CLI runs, and
+the global config is found, in the environment agent sessions get (``HOME`` is
+``--home``), so what ``init`` installs is what the answer reports.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from wsruntime_ext.agents.adapter import SessionOptions
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.openspec import actions
+from wsruntime_ext.openspec.profile import Profile, config_path, not_in_profile, read_profile
 from wsruntime_ext.openspec.reader import read_workspace
 from wsruntime_ext.openspec.schema import SchemaCatalog
 from wsruntime_ext.procs import version_output
@@ -39,10 +43,17 @@ OUTPUT_LIMIT = 64 << 10
 AGENT = "claude-code"
 
 
-def fingerprint(workspace: str) -> tuple[tuple[Any, ...], int]:
-    """Every entry under ``openspec/`` and ``.claude/commands`` + ``.claude/skills``, and the newest mtime."""
+def fingerprint(workspace: str, global_config: str) -> tuple[tuple[Any, ...], int]:
+    """Every entry under ``openspec/`` and ``.claude/commands`` + ``.claude/skills``, the global config file, and
+    the newest mtime."""
     items: list[tuple[Any, ...]] = []
     newest = 0
+    try:
+        st = os.stat(global_config)
+        items.append((global_config, st.st_mtime_ns, st.st_size, st.st_ino))
+        newest = st.st_mtime_ns
+    except OSError:
+        items.append((global_config, None))
     for top in ("openspec", os.path.join(".claude", "commands"), os.path.join(".claude", "skills")):
         stack = [os.path.join(workspace, top)]
         try:
@@ -78,7 +89,7 @@ def _rel(workspace: str, path: str) -> str:
     return rel.replace(os.sep, "/")
 
 
-def api_view(state: dict[str, Any], installed: list[str]) -> dict[str, Any]:
+def api_view(state: dict[str, Any], installed: list[str], profile: Profile) -> dict[str, Any]:
     """The reader's CLI-shaped state → API.md's ``GET .../openspec`` body (without ``cli``)."""
     workspace = state["workspace"]
     statuses = {s["changeName"]: s for s in state["status"]["changes"]}
@@ -129,7 +140,7 @@ def api_view(state: dict[str, Any], installed: list[str]) -> dict[str, Any]:
                 if "missingDeps" in a:
                     artifact["missing_deps"] = a["missingDeps"]
                 change["artifacts"].append(artifact)
-        change["actions"] = actions.change_actions(change, installed)
+        change["actions"] = actions.change_actions(change, installed, profile.workflows)
         changes.append(change)
     return {
         "initialized": state["initialized"],
@@ -144,7 +155,8 @@ def api_view(state: dict[str, Any], installed: list[str]) -> dict[str, Any]:
         ],
         "archived": state["archived"],
         "warnings": state["list"].get("warnings", []),
-        "actions": actions.workspace_actions(state["initialized"], changes, installed),
+        "actions": actions.workspace_actions(state["initialized"], changes, installed, profile.workflows),
+        "profile": profile.view(),
         "installed": installed,
         "agent": AGENT,
     }
@@ -181,7 +193,14 @@ class OpenSpecService:
         return self._detection.done()
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "OPENSPEC_TELEMETRY": "0", "DO_NOT_TRACK": "1", "NO_COLOR": "1", **self.env_overrides}
+        """What the CLI runs with: the agent sessions' environment (they run it too), telemetry off."""
+        base = self.ctx.agents.session_environment() if hasattr(self.ctx, "agents") else dict(os.environ)
+        return {**base, "OPENSPEC_TELEMETRY": "0", "DO_NOT_TRACK": "1", "NO_COLOR": "1", **self.env_overrides}
+
+    def global_config_path(self) -> str:
+        """The global ``openspec/config.json`` the CLI reads in that environment (``~`` is ``--home``)."""
+        env = self._env()
+        return config_path(env, env.get("HOME") or self.ctx.config.home_dir)
 
     def _find_binary(self) -> str | None:
         path = shutil.which(self.binary) if os.sep not in self.binary else self.binary
@@ -220,12 +239,13 @@ class OpenSpecService:
 
     def _read(self) -> dict[str, Any]:
         """Blocking: the API view, from the cache when nothing under the watched folders changed."""
-        key, newest = fingerprint(self.workspace)
+        global_config = self.global_config_path()
+        key, newest = fingerprint(self.workspace, global_config)
         with self._lock:
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
         state = read_workspace(self.workspace, self.catalog)
-        view = api_view(state, actions.installed_commands(self.workspace))
+        view = api_view(state, actions.installed_commands(self.workspace), read_profile(global_config))
         self.reads += 1
         settled = time.time_ns() - newest > SETTLE_NS
         with self._lock:
@@ -256,6 +276,9 @@ class OpenSpecService:
             if change_name is not None:
                 raise ApiError(400, "invalid_field", "init takes no change", field="change")
             return await self._init(view)
+        reason = not_in_profile(view["profile"], action)
+        if reason is not None:
+            raise ApiError(409, "action_not_available", reason, action=action, profile=view["profile"]["name"])
         if not view["initialized"]:
             raise ApiError(
                 409,

@@ -7,6 +7,7 @@ from typing import Any
 from wsruntime_ext.openapi import errors, json_content, json_response, path_param, ref
 from wsruntime_ext.openspec.actions import ACTIONS
 from wsruntime_ext.openspec.handlers import PREFIX
+from wsruntime_ext.openspec.profile import ALL_WORKFLOWS, CORE_WORKFLOWS
 
 TAG = "openspec"
 _STR = {"type": "string"}
@@ -32,8 +33,42 @@ _ACTION = {
     },
 }
 
+_PROFILE = {
+    "type": "object",
+    "required": ["name", "workflows", "source", "config_path", "warning"],
+    "properties": {
+        "name": {
+            "enum": ["core", "custom"],
+            "description": f"`core` (the default: {', '.join(CORE_WORKFLOWS)}) or `custom` (the workflows the "
+            "global config lists)",
+        },
+        "workflows": {
+            "type": "array",
+            "items": {"enum": list(ALL_WORKFLOWS)},
+            "description": "the workflows that exist under this profile, in the CLI's order; no other is offered "
+            "and POSTing one is 409 `action_not_available`. A custom profile that lists `archive` or "
+            "`bulk-archive` has `sync` too, as the CLI installs it",
+        },
+        "source": {
+            "type": "string",
+            "description": "`default`, or the path of the global config file that chose the profile",
+        },
+        "config_path": {
+            "type": "string",
+            "description": "where the global config is looked for: `$XDG_CONFIG_HOME/openspec/config.json`, else "
+            "`~/.config/openspec/config.json`, in the agent sessions' environment (`~` is `--home`)",
+        },
+        "warning": {
+            "type": ["string", "null"],
+            "description": "why the config file is not used (not JSON, not an object, unreadable, an unknown "
+            "profile, `workflows` not a list): the core profile is in effect, as with the openspec CLI",
+        },
+    },
+}
+
 schemas: dict[str, Any] = {
     "OpenSpecAction": _ACTION,
+    "OpenSpecProfile": _PROFILE,
     "OpenSpecArtifact": {
         "type": "object",
         "required": ["id", "status", "path", "files", "requires", "specs"],
@@ -76,7 +111,7 @@ schemas: dict[str, Any] = {
     },
     "OpenSpecState": {
         "type": "object",
-        "required": ["initialized", "root", "changes", "specs", "archived", "actions", "cli"],
+        "required": ["initialized", "root", "changes", "specs", "archived", "actions", "profile", "cli"],
         "properties": {
             "initialized": {"type": "boolean"},
             "root": _NULLABLE_STR,
@@ -102,6 +137,7 @@ schemas: dict[str, Any] = {
             },
             "warnings": {"type": "array", "items": {"type": "object"}},
             "actions": {"type": "array", "items": ref("OpenSpecAction")},
+            "profile": ref("OpenSpecProfile"),
             "installed": _STR_LIST,
             "agent": _STR,
             "cli": {
@@ -129,13 +165,15 @@ schemas: dict[str, Any] = {
                 "minLength": 1,
                 "maxLength": 255,
                 "pattern": "^[^/\\x00]+$",
-                "description": "the change to act on (continue, apply, verify, sync, archive; optional for explore)",
+                "description": "the change to act on (continue, apply, update, verify, sync, archive; optional for "
+                "explore)",
             },
             "input": {
                 "type": ["string", "null"],
                 "maxLength": 65536,
                 "pattern": "^[^\\x00]*$",
-                "description": "free text after the slash command: the description for propose, the name for new/ff",
+                "description": "free text after the slash command: the description for propose, the name for new/ff, "
+                "the requested revision for update (optional), a topic for explore",
             },
         },
     },
@@ -157,7 +195,9 @@ openapi: dict[str, Any] = {
                 "summary": "The OpenSpec state of the workspace and the workflow actions available now",
                 "description": "Read natively (no Node), equal to what `openspec list`, `list --specs`, "
                 "`status --all` and `instructions apply` report; cached until a file under `openspec/` or "
-                "`.claude/` changes. Only the workspace itself is a root: no ancestor's `openspec/` is used. "
+                "`.claude/`, or the global `openspec/config.json`, changes. Only the workflows of the OpenSpec "
+                "profile in effect (`profile`: core by default, or the global config's custom list) are offered. "
+                "Only the workspace itself is a root: no ancestor's `openspec/` is used. "
                 "Not initialised → `initialized: false` and the `init` action. `cli`: an npm install's version "
                 "comes from its package.json (no Node started); otherwise this request waits for the start-up "
                 "`openspec --version`, up to 5 s, and only past that says `detecting: true`.",
@@ -173,7 +213,8 @@ openapi: dict[str, Any] = {
                 "(`/opsx:apply add-login`, plus `input`) and returns it (201). `init` runs "
                 "`openspec init --tools claude` instead (201 `{initialized, output}`; 422 "
                 "`openspec_cli_unavailable` without the CLI). 400 `unknown_action` or `invalid_field` (a missing "
-                "`change` or `input`); 404 `change_not_found`; 409 `action_not_available` with the reason; 422 "
+                "`change` or `input`); 404 `change_not_found`; 409 `action_not_available` with the reason (it "
+                "does not apply now, or it is not in the profile in effect); 422 "
                 "`agent_unavailable`; 429 `too_many_sessions`; 502 `openspec_cli_failed`.",
                 "tags": [TAG],
                 "parameters": [
