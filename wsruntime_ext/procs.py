@@ -194,6 +194,22 @@ class ManagedProcess:
     async def wait(self) -> int:
         return await self.proc.wait()
 
+    async def wait_exit(self, poll: float = 0.2) -> int:
+        """The exit code as soon as the child exits, even while a descendant still holds its pipes open.
+
+        (Before Python 3.12, asyncio's ``Process.wait()`` answers only once every pipe is closed.)
+        """
+        waiting = asyncio.ensure_future(self.proc.wait())
+        try:
+            while self.proc.returncode is None:
+                await asyncio.wait([waiting], timeout=poll)
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+        code = self.proc.returncode
+        assert code is not None
+        return code
+
 
 # The runtime's own secrets: no subprocess (agent, script, git hook) is given them.
 PRIVATE_VARIABLES = frozenset({"WSRUNTIME_TOKEN"})

@@ -372,7 +372,7 @@ class RunEngine:
         first_signal = signal.SIGHUP if run.terminal is not None else signal.SIGTERM
         try:
             try:
-                await asyncio.wait_for(asyncio.shield(child.wait()), timeout_s)
+                await asyncio.wait_for(proc.wait_exit(), timeout_s)
             except asyncio.TimeoutError:
                 if run.stop_reason is None:
                     run.stop_reason = "timed_out"
