@@ -205,8 +205,11 @@ class RunEngine:
                 record["error"] = self.interrupted_error
                 run.ended.set()
                 await self.ctx.run_blocking(self.store.save, self.public(run))
-        if stale:
-            await self.ctx.run_blocking(self._kill_leftovers, stale)
+        unrecorded = await self.ctx.run_blocking(self.store.unrecorded)
+        if stale or unrecorded:
+            await self.ctx.run_blocking(self._kill_leftovers, [*stale, *unrecorded])
+        for run_id in unrecorded:
+            await self.ctx.run_blocking(self.store.remove, run_id)
         await self._prune()
 
     def _kill_leftovers(self, run_ids: list[str]) -> None:
@@ -296,8 +299,8 @@ class RunEngine:
             os.close(slave)
         return proc, master
 
-    def launch(self, run: Run, proc: ManagedProcess, timeout_s: float | None, master: int | None = None) -> None:
-        """Supervise a spawned run: read its output, time it out, finish it."""
+    async def launch(self, run: Run, proc: ManagedProcess, timeout_s: float | None, master: int | None = None) -> None:
+        """Supervise a spawned run: read its output, time it out, finish it; returns once its record is saved."""
         run.proc = proc
         if master is not None:
             run.terminal = Terminal(master, asyncio.get_running_loop(), run.append_bytes)
@@ -307,6 +310,8 @@ class RunEngine:
         self.publish(run)
         self.save_soon(run)
         run.task = asyncio.ensure_future(self._supervise(run, proc, timeout_s))
+        if run.saving is not None:
+            await asyncio.shield(run.saving)  # a runtime that dies from now on finds the run at its next start
 
     async def stop(
         self, run: Run, reason: str, first_signal: int = signal.SIGTERM, grace: float = KILL_GRACE_S

@@ -301,5 +301,17 @@ class RunStore:
                 runs.append((record, segments, last_seq))
         return runs
 
+    def unrecorded(self) -> list[str]:
+        """Run directories without a record: runs started by a runtime that died before it could save one."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return [
+            name
+            for name in names
+            if self.id_pattern.match(name) and not os.path.exists(os.path.join(self.root, name, "run.json"))
+        ]
+
     def remove(self, run_id: str) -> None:
         shutil.rmtree(self.directory(run_id), ignore_errors=True)

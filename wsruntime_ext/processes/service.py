@@ -157,7 +157,7 @@ class ProcessService(RunEngine):
             }
             terminal_log = ByteLog(directory, self.scrollback) if pty is not None else None
             run = Run(run_id, record, directory, OutputLog(directory, self.output_limit), terminal_log)
-            self.launch(run, proc, request.timeout_s, master)
+            await self.launch(run, proc, request.timeout_s, master)
         return run
 
     # -- talking to a running one -------------------------------------------------------

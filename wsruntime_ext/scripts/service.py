@@ -128,7 +128,7 @@ class ScriptService(RunEngine):
                 "error": None,
             }
             run = Run(run_id, record, directory, OutputLog(directory, self.output_limit))
-            self.launch(run, proc, timeout_s)
+            await self.launch(run, proc, timeout_s)
         return run
 
     async def cancel(self, run: Run) -> dict[str, Any]:
