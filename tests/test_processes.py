@@ -462,3 +462,25 @@ async def test_slow_client_is_closed_with_1013(psrv: ServerThread) -> None:
     while await asyncio.wait_for(ws.read_message(), 20) is not None:
         pass
     assert ws.close_code == 1013
+
+
+def test_a_segment_dropped_while_a_big_frame_is_read_is_skipped(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader that met a frame larger than its read, whose segment was then deleted, skips it (no error)."""
+    from wsruntime_ext.processes import runs
+
+    directory = os.fspath(tmp_path)
+    log = runs.OutputLog(directory, 1 << 30)
+    log.append(1, "stdout", "x" * 100_000)
+    log.close()
+    opened = []
+    real_open = open
+
+    def vanishing_open(path: str, *args: Any, **kwargs: Any) -> Any:
+        opened.append(path)
+        if len(opened) == 2:  # the second look at the segment: it was pruned meanwhile
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "open", vanishing_open, raising=False)
+    lines, skipped = runs.read_frames(directory, [1], runs.Cursor(1), 1000)
+    assert lines == [] and skipped == 0 and len(opened) == 2

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import math
 from typing import Any, Callable
 
@@ -16,6 +17,8 @@ from wsruntime_ext.base import ApiError, ApiHandler, ApiWebSocket
 from wsruntime_ext.processes.engine import Run
 from wsruntime_ext.processes.runs import Cursor
 from wsruntime_ext.processes.service import SIGNALS, STATUSES, ProcessRequest, ProcessService
+
+log = logging.getLogger("wsruntime.processes")
 
 MAX_ARGS = 1000
 MAX_ENV = 1000
@@ -240,6 +243,9 @@ class ProcessStreamSocket(ApiWebSocket):
                 await self._pump_pipes()
         except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
             pass
+        except Exception:
+            log.exception("streaming process %s failed", self.run.id)
+            self._close(1011, "internal error: reconnect with ?after=")
 
     async def _sent(self, written: Any, position: int, head: Callable[[], int]) -> bool:
         """Wait until the socket took a write; False (and 1013) when the client stalls too far behind."""

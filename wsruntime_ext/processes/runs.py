@@ -152,9 +152,14 @@ def read_frames(directory: str, first_seqs: list[int], cursor: Cursor, max_bytes
         if end < 0:
             if len(data) >= max(max_bytes - size, 1 << 16):
                 # One frame larger than the read: take it whole (frames are at most a chunk of output).
-                with open(os.path.join(directory, segment_name(cursor.segment)), "rb") as f:
-                    f.seek(cursor.offset)
-                    data = f.readline()
+                try:
+                    with open(os.path.join(directory, segment_name(cursor.segment)), "rb") as f:
+                        f.seek(cursor.offset)
+                        data = f.readline()
+                except FileNotFoundError:  # dropped meanwhile, as above
+                    first_seqs = [f for f in first_seqs if f > cursor.segment]
+                    cursor.segment = None
+                    continue
                 end = data.rfind(b"\n")
             if end < 0:
                 following = [f for f in first_seqs if f > cursor.segment]
