@@ -72,7 +72,6 @@ class ProcessService(RunEngine):
     def __init__(self, ctx: Context) -> None:
         config = ctx.config
         super().__init__(ctx, config.max_processes, config.process_output_limit, config.terminal_scrollback)
-        ctx.hub.add_topic("process")
 
     def health(self) -> dict[str, Any]:
         return {"processes": {"running": self.live_count(), "max_processes": self.max_live}}

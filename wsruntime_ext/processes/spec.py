@@ -102,6 +102,17 @@ schemas: dict[str, Any] = {
         "properties": {"signal": {"enum": list(SIGNALS)}},
     },
     "ProcessResize": _WINDOW,
+    "ProcessEvent": {
+        "type": "object",
+        "description": "On `WS /api/v1/ws` when a process starts or ends",
+        "required": ["type", "id", "status", "exit_code"],
+        "properties": {
+            "type": {"const": "process"},
+            "id": {"type": "string"},
+            "status": {"enum": list(STATUSES)},
+            "exit_code": {"type": ["integer", "null"]},
+        },
+    },
 }
 
 _PROCESS = json_response("The process", ref("Process"))
