@@ -52,6 +52,8 @@ SAVE_EVERY_SCANS = 10  # a running run's record is saved every 5 s
 KILL_GRACE_S = 2.0
 PIPE_DRAIN_S = 5.0
 KEEP_RUNS = 200  # ended runs kept on disk; older ones are deleted
+LIVE_FRAMES = 32  # a streaming client this close to the newest frame reads on the IOLoop (see RunEngine.read)
+LIVE_BYTES = 1 << 20  # the same for a terminal's bytes
 
 
 class Run:
@@ -338,7 +340,14 @@ class RunEngine:
         return await self.ctx.run_blocking(stream_tails, run.directory, run.output.first_seqs, limit)
 
     async def read(self, run: Run, cursor: Cursor, max_bytes: int) -> tuple[list[bytes], int]:
-        """Stored frames from ``cursor`` on (for streaming), and how many were skipped as dropped."""
+        """Stored frames from ``cursor`` on (for streaming), and how many were skipped as dropped.
+
+        A client that follows the live output reads what was written a moment ago — from the page cache,
+        a copy in memory: that read is done on the IOLoop, since handing it to a thread costs more (the
+        thread and the IOLoop then take turns on the GIL at every system call). Replays go to the pool.
+        """
+        if run.last_seq - cursor.next_seq < LIVE_FRAMES and cursor.segment is not None:
+            return read_frames(run.directory, run.output.first_seqs, cursor, max_bytes)
         return await self.ctx.run_blocking(read_frames, run.directory, run.output.first_seqs, cursor, max_bytes)
 
     async def read_terminal(self, run: Run, start: int, max_bytes: int) -> tuple[int, bytes]:
@@ -349,6 +358,8 @@ class RunEngine:
         begin = max(start, oldest)
         if begin >= log_.end:
             return begin, b""
+        if log_.end - begin <= LIVE_BYTES:  # just written: in the page cache (see read())
+            return begin, read_bytes(run.directory, list(log_.segments), oldest, begin, max_bytes)
         data = await self.ctx.run_blocking(read_bytes, run.directory, list(log_.segments), oldest, begin, max_bytes)
         return begin, data
 
