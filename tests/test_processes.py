@@ -484,3 +484,27 @@ def test_a_segment_dropped_while_a_big_frame_is_read_is_skipped(tmp_path: Any, m
     monkeypatch.setattr(runs, "open", vanishing_open, raising=False)
     lines, skipped = runs.read_frames(directory, [1], runs.Cursor(1), 1000)
     assert lines == [] and skipped == 0 and len(opened) == 2
+
+
+async def test_a_terminal_socket_passes_the_same_checks(servers: ServerPool, psrv: ServerThread) -> None:
+    proc = await terminal(psrv)
+    path = f"/api/v1/ws/processes/{proc['id']}"
+    with pytest.raises(tornado.httpclient.HTTPClientError) as info:
+        await psrv.websocket(path, headers={"Origin": "https://evil.example"})
+    assert info.value.code == 403
+    with pytest.raises(tornado.httpclient.HTTPClientError) as info:
+        await psrv.websocket(path, headers={"Host": "evil.example"})
+    assert info.value.code == 403
+    await delete(psrv, proc["id"])
+    secured = servers.get("--token", "procs-token-1")
+    r = await secured.request("POST", "/api/v1/processes", body={"command": ["true"]}, token="procs-token-1")
+    assert r.status == 201
+    path = f"/api/v1/ws/processes/{r.body['id']}"
+    for token in (None, "wrong"):
+        with pytest.raises(tornado.httpclient.HTTPClientError) as info:
+            await secured.websocket(path, token=token, query_token=True)
+        assert info.value.code == 401
+    ws = await secured.websocket(path, token="procs-token-1", query_token=True)
+    client = Client(ws, json.loads(await ws.read_message()))  # type: ignore[arg-type]
+    await client.to_end()
+    assert client.exit is not None and client.exit["status"] == "exited"
