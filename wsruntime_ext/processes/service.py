@@ -100,6 +100,9 @@ class ProcessService(RunEngine):
         if run.terminal_log is None:
             record["last_seq"] = run.last_seq
             record["output_dropped_bytes"] = run.output_dropped_bytes
+        else:  # a terminal's bytes have no seq: output_bytes is the offset of the next one
+            record.pop("last_seq", None)
+            record.pop("output_dropped_bytes", None)
         return record
 
     def publish(self, run: Run) -> None:

@@ -48,6 +48,12 @@ _REQUIRED += ["ended_at", "output_bytes"]
 schemas: dict[str, Any] = {
     "ProcessRequest": {
         "type": "object",
+        "description": "`command` or `shell` (not both); neither with `pty`: the login shell",
+        "anyOf": [
+            {"required": ["command"], "properties": {"command": {"type": "array"}}},
+            {"required": ["shell"], "properties": {"shell": {"type": "string"}}},
+            {"required": ["pty"], "properties": {"pty": {"type": "object"}}},
+        ],
         "properties": {
             "command": {
                 "type": ["array", "null"],
