@@ -195,6 +195,7 @@ class Terminal:
         self.closed: asyncio.Future[None] = loop.create_future()
         self._pending = bytearray()
         self._writing = False
+        self._watching = True
         loop.add_reader(master, self._readable)
 
     def _readable(self) -> None:
@@ -213,12 +214,18 @@ class Terminal:
             self.on_output(data)
 
     def _eof(self) -> None:
+        self._stop_watching()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _stop_watching(self) -> None:
+        if not self._watching:
+            return
+        self._watching = False
         self.loop.remove_reader(self.master)
         if self._writing:
             self.loop.remove_writer(self.master)
             self._writing = False
-        if not self.closed.done():
-            self.closed.set_result(None)
 
     def write(self, data: bytes) -> int:
         """Queue keystrokes; returns how many were taken (all of them, unless the queue is full)."""
@@ -258,8 +265,9 @@ class Terminal:
 
     def close(self) -> None:
         """Stop reading and close the master (after EOF, or when the process is gone)."""
+        self._stop_watching()  # also when the end was never seen (``closed`` cancelled)
         if not self.closed.done():
-            self._eof()
+            self.closed.set_result(None)
         try:
             os.close(self.master)
         except OSError:
