@@ -11,7 +11,19 @@ import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "wsruntime_ext"
 GROUND_FLOOR = {"base", "config", "context", "paths", "procs", "hub", "stats", "globs", "openapi", "versions"}
-FEATURES = {"agents", "docs", "events", "files", "git", "health", "openspec", "scripts", "settings", "watch"}
+FEATURES = {
+    "agents",
+    "docs",
+    "events",
+    "files",
+    "git",
+    "health",
+    "openspec",
+    "processes",
+    "scripts",
+    "settings",
+    "watch",
+}
 
 
 def _imports(path: pathlib.Path) -> list[tuple[str, bool]]:

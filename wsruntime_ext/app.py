@@ -24,13 +24,25 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from wsruntime_ext import __version__, agents, docs, events, files, git, health, openspec, scripts, settings
+from wsruntime_ext import (
+    __version__,
+    agents,
+    docs,
+    events,
+    files,
+    git,
+    health,
+    openspec,
+    processes,
+    scripts,
+    settings,
+)
 from wsruntime_ext.base import NotFoundHandler, log, log_request
 from wsruntime_ext.config import Config, exit_with_error, parse_config
 from wsruntime_ext.context import Context
 
 # The feature modules, in start-up order (shutdown runs in reverse).
-MODULES: list[ModuleType] = [health, events, files, git, settings, agents, openspec, scripts, docs]
+MODULES: list[ModuleType] = [health, events, files, git, settings, agents, openspec, scripts, processes, docs]
 
 SHUTDOWN_GRACE_S = 4.0
 

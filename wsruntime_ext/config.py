@@ -26,6 +26,9 @@ DEFAULT_STATS_INTERVAL = 2.0
 DEFAULT_MAX_SESSIONS = 10
 DEFAULT_MAX_RUNS = 8
 DEFAULT_SCRIPT_OUTPUT_LIMIT = 16 << 20
+DEFAULT_MAX_PROCESSES = 32
+DEFAULT_TERMINAL_SCROLLBACK = 1 << 20
+MIN_TERMINAL_SCROLLBACK = 4 << 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +54,9 @@ class Config:
     home: str | None = None  # the home directory of agent sessions and ~ of the settings (default: $HOME)
     max_runs: int = DEFAULT_MAX_RUNS  # script runs at once; more are refused with 429
     script_output_limit: int = DEFAULT_SCRIPT_OUTPUT_LIMIT  # output kept per run; the oldest goes first
+    max_processes: int = DEFAULT_MAX_PROCESSES  # processes and terminals at once; more are refused with 429
+    terminal_scrollback: int = DEFAULT_TERMINAL_SCROLLBACK  # a terminal's last output bytes kept for replay
+    process_output_limit: int = DEFAULT_SCRIPT_OUTPUT_LIMIT  # pipe output kept per process; the oldest goes first
     codex_bin: str | None = None  # the Codex CLI executable (default: codex on PATH)
     gemini_bin: str | None = None  # the Gemini CLI executable (default: gemini on PATH)
     qwen_bin: str | None = None  # the Qwen Code executable (default: qwen on PATH)
@@ -148,6 +154,13 @@ def _session_count(value: str) -> int:
     return count
 
 
+def _scrollback(value: str) -> int:
+    size = _size(value)
+    if size < MIN_TERMINAL_SCROLLBACK:
+        raise argparse.ArgumentTypeError(f"must be at least 4K: {value!r}")
+    return size
+
+
 def _ignore_pattern(value: str) -> str:
     pattern = value.strip()
     if not pattern.strip("!/") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in pattern):
@@ -178,6 +191,9 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--home", "home", str, "home directory of agent sessions, where user settings live (default: $HOME)"),
     ("--max-runs", "max_runs", _session_count, "script runs at once, 1-1000 (default: 8)"),
     ("--script-output-limit", "script_output_limit", _size, "output kept per script run, oldest dropped (16M)"),
+    ("--max-processes", "max_processes", _session_count, "processes and terminals at once, 1-1000 (default: 32)"),
+    ("--terminal-scrollback", "terminal_scrollback", _scrollback, "a terminal's output kept for replay (1M)"),
+    ("--process-output-limit", "process_output_limit", _size, "pipe output kept per process, oldest dropped (16M)"),
     ("--codex-bin", "codex_bin", str, "the Codex CLI executable (default: codex on PATH)"),
     ("--gemini-bin", "gemini_bin", str, "the Gemini CLI executable (default: gemini on PATH)"),
     ("--qwen-bin", "qwen_bin", str, "the Qwen Code executable (default: qwen on PATH)"),
@@ -281,6 +297,9 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         home=os.path.abspath(os.path.expanduser(values["home"])) if values["home"] else None,
         max_runs=values["max_runs"] or DEFAULT_MAX_RUNS,
         script_output_limit=values["script_output_limit"] or DEFAULT_SCRIPT_OUTPUT_LIMIT,
+        max_processes=values["max_processes"] or DEFAULT_MAX_PROCESSES,
+        terminal_scrollback=values["terminal_scrollback"] or DEFAULT_TERMINAL_SCROLLBACK,
+        process_output_limit=values["process_output_limit"] or DEFAULT_SCRIPT_OUTPUT_LIMIT,
         codex_bin=values["codex_bin"] or None,
         gemini_bin=values["gemini_bin"] or None,
         qwen_bin=values["qwen_bin"] or None,

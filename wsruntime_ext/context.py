@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from wsruntime_ext.files import FileService, SearchService
     from wsruntime_ext.git import GitService
     from wsruntime_ext.openspec import OpenSpecService
+    from wsruntime_ext.processes import ProcessService
     from wsruntime_ext.scripts import ScriptService
     from wsruntime_ext.settings import SettingsService
 
@@ -43,6 +44,7 @@ class Context:
     openspec: OpenSpecService  # set by openspec.startup
     settings: SettingsService  # set by settings.startup
     scripts: ScriptService  # set by scripts.startup
+    processes: ProcessService  # set by processes.startup
 
     def __init__(self, config: Config, modules: Sequence[ModuleType]) -> None:
         self.config = config

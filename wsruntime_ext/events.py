@@ -3,7 +3,7 @@
 One JSON object a frame, each with a ``seq``: ``file_changed``, ``resync``
 and ``git_changed`` from the watcher (watch/), ``system_stats`` from stats.py,
 and whatever other modules publish through the hub (``agent_session``,
-``script_run``, ``git_progress``). A client narrows what it gets with
+``script_run``, ``process``, ``git_progress``). A client narrows what it gets with
 ``{"type": "subscribe", "topics": [...]}`` (or ``?topics=`` on connect),
 resumes after a reconnect with ``?after=<last seq>``, and gets an ``error``
 event — never a dropped connection — for a message it got wrong. A client
@@ -195,7 +195,8 @@ openapi = {
             "get": websocket_operation(
                 "Workspace-wide live events",
                 "One JSON object a frame, each with a `seq`: first `hello`, then `file_changed`, "
-                "`system_stats`, `resync`, `git_changed`, `agent_session` (`id`, `status`), `script_run` events. "
+                "`system_stats`, `resync`, `git_changed`, `agent_session` (`id`, `status`), `script_run`, "
+                "`process` events. "
                 'Send `{"type": "subscribe", "topics": ["file_changed", ...]}` to narrow the stream '
                 '(answered with `subscribed`), `{"type": "ping"}` for a `pong`; anything else is '
                 "answered with an `error` event. A client that falls more than 4096 events behind is "

@@ -35,6 +35,7 @@ TOPICS = (
     "git_progress",
     "agent_session",
     "script_run",
+    "process",
 )
 # Topics whose events are only worth anything when they are new: never replayed from history.
 EPHEMERAL_TOPICS = frozenset({"system_stats", "git_progress"})

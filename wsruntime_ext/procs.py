@@ -20,6 +20,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Callable
 
 log = logging.getLogger("wsruntime.procs")
 
@@ -58,6 +59,36 @@ def _children_from_proc() -> dict[int, list[int]]:
         if len(fields) > 1:
             tree.setdefault(int(fields[1]), []).append(int(entry))
     return tree
+
+
+def tagged_processes(variable: str, values: Iterable[str]) -> dict[str, list[int]]:
+    """Processes whose environment sets ``variable`` to one of ``values``: a run's tree, double-forked daemons too.
+
+    A process that re-parents itself away from its parent (``setsid`` in a
+    subshell that exits at once) is no descendant by the time anyone looks;
+    it still carries the environment it inherited (blocking: reads /proc).
+    """
+    wanted = {f"{variable}={value}".encode(): value for value in values}
+    found: dict[str, list[int]] = {}
+    if not wanted:
+        return found
+    prefix = variable.encode() + b"="
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:  # gone, or another user's
+            continue
+        if prefix not in environ:
+            continue
+        for item in environ.split(b"\x00"):
+            value = wanted.get(item)
+            if value is not None:
+                found.setdefault(value, []).append(int(entry))
+    return found
 
 
 def descendants(pid: int) -> list[int]:
@@ -125,6 +156,11 @@ class ManagedProcess:
         """Count these processes as part of the tree too (found another way, e.g. by an environment tag)."""
         self._known.update(pid for pid in pids if pid != self.pid)
 
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the child alone (while it runs)."""
+        if self.proc.returncode is None:
+            _signal(self.pid, signum)
+
     def signal_tree(self, signum: int) -> None:
         """Send ``signum`` to the child, its process group and every descendant known or found now."""
         self.remember_descendants()
@@ -137,9 +173,10 @@ class ManagedProcess:
             else:
                 self._known.discard(pid)
 
-    async def kill_tree(self, grace: float = 2.0) -> int:
-        """SIGTERM to the whole tree, SIGKILL after ``grace`` seconds to whatever is left; returns the exit code."""
-        self.signal_tree(signal.SIGTERM)
+    async def kill_tree(self, grace: float = 2.0, first_signal: int = signal.SIGTERM) -> int:
+        """SIGTERM (or ``first_signal``) to the whole tree, SIGKILL after ``grace`` seconds to whatever is left;
+        returns the exit code."""
+        self.signal_tree(first_signal)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             if self.proc.returncode is not None and not any(_alive(p) for p in self._known):
@@ -156,6 +193,22 @@ class ManagedProcess:
 
     async def wait(self) -> int:
         return await self.proc.wait()
+
+    async def wait_exit(self, poll: float = 0.2) -> int:
+        """The exit code as soon as the child exits, even while a descendant still holds its pipes open.
+
+        (Before Python 3.12, asyncio's ``Process.wait()`` answers only once every pipe is closed.)
+        """
+        waiting = asyncio.ensure_future(self.proc.wait())
+        try:
+            while self.proc.returncode is None:
+                await asyncio.wait([waiting], timeout=poll)
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+        code = self.proc.returncode
+        assert code is not None
+        return code
 
 
 # The runtime's own secrets: no subprocess (agent, script, git hook) is given them.
@@ -208,6 +261,7 @@ class ProcessRegistry:
         stdout: int | None = asyncio.subprocess.PIPE,
         stderr: int | None = asyncio.subprocess.PIPE,
         limit: int = 1 << 20,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> ManagedProcess:
         """Start ``argv`` in its own session; raises FileNotFoundError/PermissionError when it cannot start."""
         proc = await asyncio.create_subprocess_exec(
@@ -219,6 +273,7 @@ class ProcessRegistry:
             stderr=stderr,
             start_new_session=True,
             limit=limit,
+            preexec_fn=preexec_fn,
         )
         managed = ManagedProcess(proc, argv, self)
         self.running.add(managed)

@@ -1,8 +1,9 @@
 """Scripts (API.md "Scripts"): what the workspace offers to run, and streamed, re-attachable, cancellable runs.
 
 ``discovery.py`` reads package.json, the Makefile, ``scripts/`` and
-``.wsruntime/scripts.json``; ``runs.py`` keeps runs and their bounded output
-on disk; ``service.py`` starts, supervises, cancels and recovers runs;
+``.wsruntime/scripts.json``; ``service.py`` names a script and starts it as
+a run of the process engine (``wsruntime_ext.processes.engine``), which
+supervises, stores, cancels and recovers it;
 ``handlers.py`` is the HTTP and WebSocket layer and ``spec.py`` its OpenAPI
 description.
 """

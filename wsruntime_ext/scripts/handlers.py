@@ -10,9 +10,9 @@ import tornado.iostream
 import tornado.websocket
 
 from wsruntime_ext.base import ApiError, ApiHandler, ApiWebSocket
+from wsruntime_ext.processes.runs import Cursor
 from wsruntime_ext.scripts.discovery import usable_env_name
-from wsruntime_ext.scripts.runs import Cursor
-from wsruntime_ext.scripts.service import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, STATUSES, ScriptRun
+from wsruntime_ext.scripts.service import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, STATUSES, ScriptRun, ScriptService
 
 MAX_ARGS = 1000
 MAX_ENV = 1000
@@ -75,7 +75,7 @@ class RunScriptHandler(ApiHandler):
         service = self.ctx.scripts
         run = await service.run(name, args, env, timeout)
         if not wait:
-            self.send_json(run.public(), 202)
+            self.send_json(service.public(run), 202)
             return
         # A client that goes away does not stop the run: it goes on, and GET /runs/{id} tells how it ended.
         await service.wait(run)
@@ -87,9 +87,9 @@ class RunScriptHandler(ApiHandler):
         super().on_connection_close()
 
 
-async def with_output(service: Any, run: ScriptRun) -> dict[str, Any]:
-    text, cut = await service.output(run)
-    return {**run.public(), "output": text, "output_truncated": cut}
+async def with_output(service: ScriptService, run: ScriptRun) -> dict[str, Any]:
+    text, cut = await service.script_output(run)
+    return {**service.public(run), "output": text, "output_truncated": cut}
 
 
 class RunsHandler(ApiHandler):

@@ -1,7 +1,8 @@
-"""Script runs on disk: the run record and its output log, bounded in size (API.md "Scripts", extensions).
+"""Runs on disk: the record and the pipe output log of a script run or a process, bounded in size.
 
-Each run has a directory ``<state_dir>/script-runs/<run_id>/`` holding
-``run.json`` (the run object, replaced atomically) and its output as
+Each run has a directory ``<state_dir>/<kind>/<id>/`` (``script-runs/sr_…``,
+``processes/proc_…``) holding ``run.json`` (the record, replaced atomically)
+and its stdout/stderr as
 segments ``out-<first seq>.jsonl``: one line per output frame, exactly the
 JSON that the WebSocket sends (``{"type":"output","seq":N,"stream","data"}``).
 Output is appended as it arrives and never held in memory; once the
@@ -25,9 +26,8 @@ from typing import IO, Any
 
 from wsruntime_ext.paths import atomic_write
 
-log = logging.getLogger("wsruntime.scripts")
+log = logging.getLogger("wsruntime.processes")
 
-RUN_ID = re.compile(r"^sr_[0-9a-z]{6,40}$")
 _SEGMENT = re.compile(r"^out-(\d{12})\.jsonl$")
 _SEQ = re.compile(rb'^\{"type":"output","seq":(\d+),')
 MIN_SEGMENT = 64 << 10
@@ -76,7 +76,7 @@ class OutputLog:
         except OSError as exc:
             # The child's output keeps being read (it must never block on us); it is just not kept.
             if self.error is None:
-                log.error("cannot write script output in %s: %s", self.directory, exc)
+                log.error("cannot write output in %s: %s", self.directory, exc)
             self.error = f"output could not be stored: {exc.strerror or exc}"
 
     def flush(self) -> None:
@@ -152,9 +152,14 @@ def read_frames(directory: str, first_seqs: list[int], cursor: Cursor, max_bytes
         if end < 0:
             if len(data) >= max(max_bytes - size, 1 << 16):
                 # One frame larger than the read: take it whole (frames are at most a chunk of output).
-                with open(os.path.join(directory, segment_name(cursor.segment)), "rb") as f:
-                    f.seek(cursor.offset)
-                    data = f.readline()
+                try:
+                    with open(os.path.join(directory, segment_name(cursor.segment)), "rb") as f:
+                        f.seek(cursor.offset)
+                        data = f.readline()
+                except FileNotFoundError:  # dropped meanwhile, as above
+                    first_seqs = [f for f in first_seqs if f > cursor.segment]
+                    cursor.segment = None
+                    continue
                 end = data.rfind(b"\n")
             if end < 0:
                 following = [f for f in first_seqs if f > cursor.segment]
@@ -236,22 +241,49 @@ def scan_segments(directory: str) -> tuple[list[tuple[int, int]], int]:
     return segments, last_seq
 
 
+def stream_tails(directory: str, first_seqs: list[int], limit: int) -> dict[str, tuple[str, bool]]:
+    """Per stream (``stdout``, ``stderr``): the last ``limit`` characters kept, and whether earlier ones are missing."""
+    parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    for first in first_seqs:
+        try:
+            with open(os.path.join(directory, segment_name(first)), "rb") as f:
+                lines = f.read().split(b"\n")
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            if not line:
+                continue
+            try:
+                frame = json.loads(line)
+                parts[frame["stream"]].append(frame["data"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a crash
+    dropped = bool(first_seqs and first_seqs[0] > 1)
+    tails = {}
+    for stream, texts in parts.items():
+        text = "".join(texts)
+        tails[stream] = (text[-limit:], len(text) > limit or (dropped and bool(text)))
+    return tails
+
+
 class RunStore:
     """Run directories under the state directory (blocking: call it off the IOLoop)."""
 
-    def __init__(self, state_dir: str) -> None:
-        self.root = os.path.join(state_dir, "script-runs")
+    def __init__(self, root: str, id_key: str, id_pattern: str) -> None:
+        self.root = root
+        self.id_key = id_key
+        self.id_pattern = re.compile(id_pattern)
 
     def directory(self, run_id: str) -> str:
         return os.path.join(self.root, run_id)
 
     def create(self, record: dict[str, Any]) -> None:
-        os.makedirs(self.directory(record["run_id"]), exist_ok=True)
+        os.makedirs(self.directory(record[self.id_key]), exist_ok=True)
         self.save(record)
 
     def save(self, record: dict[str, Any]) -> None:
         data = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8", "surrogatepass")
-        atomic_write(os.path.join(self.directory(record["run_id"]), "run.json"), data)
+        atomic_write(os.path.join(self.directory(record[self.id_key]), "run.json"), data)
 
     def load_all(self) -> list[tuple[dict[str, Any], list[tuple[int, int]], int]]:
         """Every stored run: its record, its segments and its last seq (unreadable runs are skipped)."""
@@ -261,18 +293,30 @@ class RunStore:
             return []
         runs = []
         for name in names:
-            if not RUN_ID.match(name):
+            if not self.id_pattern.match(name):
                 continue
             try:
                 with open(os.path.join(self.root, name, "run.json"), encoding="utf-8") as f:
                     record = json.load(f)
                 segments, last_seq = scan_segments(self.directory(name))
             except (OSError, ValueError) as exc:
-                log.warning("skipping script run %s: %s", name, exc)
+                log.warning("skipping run %s: %s", name, exc)
                 continue
-            if isinstance(record, dict) and record.get("run_id") == name:
+            if isinstance(record, dict) and record.get(self.id_key) == name:
                 runs.append((record, segments, last_seq))
         return runs
+
+    def unrecorded(self) -> list[str]:
+        """Run directories without a record: runs started by a runtime that died before it could save one."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return [
+            name
+            for name in names
+            if self.id_pattern.match(name) and not os.path.exists(os.path.join(self.root, name, "run.json"))
+        ]
 
     def remove(self, run_id: str) -> None:
         shutil.rmtree(self.directory(run_id), ignore_errors=True)
