@@ -19,6 +19,7 @@ import ctypes.util
 import dataclasses
 import errno
 import os
+import re
 import secrets
 import stat
 import threading
@@ -28,7 +29,7 @@ from typing import IO, Callable
 
 from wsruntime_ext.base import ApiError
 
-_CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
 _UMASK: int | None = None
 
 # Check-then-rename sections run one at a time per target (locks striped by path), so a precondition
@@ -109,7 +110,7 @@ def resolve_in_workspace(root: str, client_path: str, follow_final: bool = True)
     """
     if not isinstance(client_path, str):
         raise ApiError(400, "invalid_path", "Path must be a string")
-    if any(ch in _CONTROL for ch in client_path):
+    if _CONTROL_CHAR.search(client_path) is not None:
         raise ApiError(
             400, "invalid_path", "Path contains a control character", path=client_path.encode("unicode_escape").decode()
         )
@@ -124,12 +125,11 @@ def resolve_in_workspace(root: str, client_path: str, follow_final: bool = True)
     if not parts:
         return WorkspacePath("", root, root)
 
-    joined = os.path.join(root, *parts)
     parent_real = _realpath_below(root, parts[:-1])
-    name = os.path.basename(joined)
+    name = parts[-1]
     if name == "..":
         # "a/.." names a directory, not a link: resolve it whole.
-        real = os.path.realpath(joined)
+        real = os.path.realpath(os.path.join(root, *parts))
         if not is_within(root, real):
             raise _outside(client_path)
         rel = os.path.relpath(real, root)
@@ -141,8 +141,10 @@ def resolve_in_workspace(root: str, client_path: str, follow_final: bool = True)
     real = _realpath_last(path)
     if follow_final and not is_within(root, real):
         raise _outside(client_path)
-    rel = os.path.relpath(path, root).replace(os.sep, "/")
-    return WorkspacePath("" if rel == "." else rel, path, real)
+    # ``path`` is normalised and below ``root`` (its parent was checked, its name is a plain name).
+    prefix = root if root.endswith("/") else root + "/"
+    rel = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
+    return WorkspacePath(rel.replace(os.sep, "/"), path, real)
 
 
 def _realpath_below(root: str, parts: list[str]) -> str:
