@@ -404,7 +404,8 @@ class AtomicWriter:
         return self.landed
 
     def _publish(self, fd: int, replace: bool, check: Callable[[os.stat_result | None], None] | None) -> None:
-        """Stamp the new version, then the check-and-rename section (one commit per target at a time).
+        """Stamp the new version, then the check-and-rename section (one commit per target at a time;
+        a plain replace with nothing to check needs none).
 
         Mode, owner and modification time are set before the section, from
         the version seen then; inside, only the check and the rename run,
@@ -412,6 +413,18 @@ class AtomicWriter:
         """
         old = self._stat_target()
         self._stamp(fd, old)
+        if check is None and replace and self.temp_dir == self.directory and _load_renameat2() is not None:
+            # Nothing to check and no parent to make: no section is needed, so writers of one file do not
+            # queue behind each other's renames. Renaming without replacing first tells, atomically,
+            # whether this commit created the file.
+            try:
+                rename_noreplace(self.temp_path, self.target)
+                self.created = True
+            except FileExistsError:
+                os.rename(self.temp_path, self.target)
+                self.created = False
+            self._done = True
+            return
         with commit_lock(self.target):
             current = self._stat_target()
             if not _same_version(current, old):
