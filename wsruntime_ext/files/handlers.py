@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import os
 import re
 import urllib.parse
@@ -23,6 +24,7 @@ from wsruntime_ext.base import DRAIN_LIMIT, ApiError, ApiHandler, log
 from wsruntime_ext.files.listing import guess_mime
 from wsruntime_ext.files.search import SearchQuery
 from wsruntime_ext.files.service import (
+    INLINE_READ,
     JSON_WRITE_LIMIT,
     READ_CHUNK,
     FileService,
@@ -227,6 +229,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
+@functools.lru_cache(maxsize=1024)
+def http_date(seconds: int) -> str:
+    """An HTTP date (``Last-Modified``), remembered: email.utils formats it slowly, and files share seconds."""
+    return tornado.httputil.format_timestamp(seconds)
+
+
 def _unsatisfiable(size: int) -> ApiError:
     error = ApiError(416, "range_not_satisfiable", f"The range is outside the file's {size} bytes", size=size)
     error.headers = {"Content-Range": f"bytes */{size}"}  # type: ignore[attr-defined]
@@ -261,7 +269,8 @@ class FileHandler(FilesHandler):
                 self.set_header("ETag", body["etag"])
                 self.send_json(body)
             return
-        opened: OpenedFile | None = await self.run_blocking(self.files.open_for_read, wp)
+        # Small files are read right here; an open and an fstat cost what the jail's lstat did.
+        opened = self.files.open_for_read(wp, INLINE_READ)
         if opened is None:
             await self.send_listing(wp)
             return
@@ -300,7 +309,7 @@ class FileHandler(FilesHandler):
     async def _send_file(self, wp: WorkspacePath, opened: OpenedFile, head: bool) -> None:
         st = opened.st
         self.set_header("ETag", opened.etag)
-        self.set_header("Last-Modified", tornado.httputil.format_timestamp(st.st_mtime))
+        self.set_header("Last-Modified", http_date(int(st.st_mtime)))
         self.set_header("Accept-Ranges", "bytes")
         self.set_header("Cache-Control", "private, no-cache")
         if self._not_modified(opened):
@@ -362,10 +371,12 @@ class FileHandler(FilesHandler):
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def prepare(self) -> None:  # type: ignore[override]
+    def prepare(self) -> Awaitable[None] | None:
         if self.request.method != "PUT":
-            super().prepare()
-            return
+            return super().prepare()  # no coroutine for reads: they are the hot path
+        return self._prepare_write()
+
+    async def _prepare_write(self) -> None:
         try:
             self.json_write = self.format_option() == "json"
         except ApiError as error:
