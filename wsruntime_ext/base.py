@@ -9,6 +9,7 @@ is not loopback or this machine is refused (DNS rebinding).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import http.client
 import ipaddress
@@ -39,6 +40,7 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, If-Range, If-Modified-Since, Range"
 CORS_EXPOSE_HEADERS = "ETag, Last-Modified, Accept-Ranges, Content-Range, Content-Length, Location"
 
+SERVER_HEADER = f"wsruntime/{__version__}"
 _TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&]*", re.IGNORECASE)
 
 # Default codes for errors raised by Tornado itself rather than by us.
@@ -114,6 +116,7 @@ def _host_only(host_header: str) -> str:
     return host.rstrip(".")
 
 
+@functools.lru_cache(maxsize=256)  # asked on every request without a token; ipaddress parses slowly
 def _is_loopback_name(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -308,7 +311,7 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         self._drained = 0
 
     def set_default_headers(self) -> None:
-        self.set_header("Server", f"wsruntime/{__version__}")
+        self.set_header("Server", SERVER_HEADER)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.cors_headers()
 
@@ -511,7 +514,7 @@ class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
     token_in_query = True
 
     def set_default_headers(self) -> None:
-        self.set_header("Server", f"wsruntime/{__version__}")
+        self.set_header("Server", SERVER_HEADER)
 
     def prepare(self) -> Awaitable[None] | None:
         self.check_security()
