@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 import urllib.parse
 import uuid
 from collections.abc import Sequence
@@ -14,7 +15,9 @@ import pytest
 
 from tests.conftest import Response, ServerPool, ServerThread
 from tests.test_files import leftovers
+from wsruntime_ext.base import ApiError
 from wsruntime_ext.config import Config
+from wsruntime_ext.files.handlers import WRITE_BATCH, BodyPump
 from wsruntime_ext.files.service import FileService
 from wsruntime_ext.files.upload import MultipartUpload, parse_header_params
 
@@ -280,3 +283,51 @@ def test_a_failure_while_landing_takes_back_what_landed(
     assert open(os.path.join(root, "one.txt"), "rb").read() == b"old one"
     assert not os.path.exists(os.path.join(root, "two"))
     assert sorted(os.listdir(root)) == [".wsruntime", "one.txt"] or sorted(os.listdir(root)) == ["one.txt"]
+
+
+def _pump(sink: Any) -> BodyPump:
+    loop = asyncio.get_running_loop()
+    return BodyPump(lambda fn, *args: loop.run_in_executor(None, fn, *args), sink)
+
+
+async def _feed_all(pump: BodyPump, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        pushed = pump.feed(piece)
+        if pushed is not None:
+            await pushed
+    await pump.drain()
+
+
+async def test_body_pump_writes_in_order_and_one_batch_at_a_time() -> None:
+    """A batch is written while the next is read, but never two at once, and in the order they came."""
+    written: list[bytes] = []
+    running = peak = 0
+
+    def sink(data: bytes) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        time.sleep(0.002)  # long enough for a second write to overlap, if one were started
+        written.append(data)
+        running -= 1
+
+    pieces = [bytes([i]) * (WRITE_BATCH // 3) for i in range(10)]
+    await _feed_all(_pump(sink), pieces)
+    assert b"".join(written) == b"".join(pieces)
+    assert peak == 1 and all(len(batch) >= WRITE_BATCH for batch in written[:-1])
+
+
+async def test_body_pump_raises_a_failed_write_on_the_next_feed() -> None:
+    """A write that fails while the next batch is read is not lost: the next push (or the drain) raises it."""
+    calls = 0
+
+    def sink(data: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ApiError(507, "insufficient_storage", "full")
+
+    pieces = [b"x" * WRITE_BATCH for _ in range(5)]
+    with pytest.raises(ApiError):
+        await _feed_all(_pump(sink), pieces)
+    assert calls == 2  # nothing was written after the failure

@@ -9,6 +9,7 @@ is not loopback or this machine is refused (DNS rebinding).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import http.client
 import ipaddress
@@ -43,7 +44,7 @@ CORS_EXPOSE_HEADERS = "ETag, Last-Modified, Accept-Ranges, Content-Range, Conten
 
 # Query parameters whose empty value means something: ``path=`` is the workspace root (API.md "Paths").
 EMPTY_QUERY_ALLOWED = frozenset({"path"})
-
+SERVER_HEADER = f"wsruntime/{__version__}"
 _TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&]*", re.IGNORECASE)
 
 # Default codes for errors raised by Tornado itself rather than by us.
@@ -119,6 +120,7 @@ def _host_only(host_header: str) -> str:
     return host.rstrip(".")
 
 
+@functools.lru_cache(maxsize=256)  # asked on every request without a token; ipaddress parses slowly
 def _is_loopback_name(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -351,7 +353,7 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         self._drain_limit = DRAIN_LIMIT
 
     def set_default_headers(self) -> None:
-        self.set_header("Server", f"wsruntime/{__version__}")
+        self.set_header("Server", SERVER_HEADER)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.cors_headers()
 
@@ -581,7 +583,7 @@ class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
     token_in_query = True
 
     def set_default_headers(self) -> None:
-        self.set_header("Server", f"wsruntime/{__version__}")
+        self.set_header("Server", SERVER_HEADER)
 
     def prepare(self) -> Awaitable[None] | None:
         self.check_security()

@@ -19,6 +19,7 @@ import ctypes.util
 import dataclasses
 import errno
 import os
+import re
 import secrets
 import stat
 import threading
@@ -28,7 +29,7 @@ from typing import IO, Callable
 
 from wsruntime_ext.base import ApiError
 
-_CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
 _UMASK: int | None = None
 
 # Check-then-rename sections run one at a time per target (locks striped by path), so a precondition
@@ -109,7 +110,7 @@ def resolve_in_workspace(root: str, client_path: str, follow_final: bool = True)
     """
     if not isinstance(client_path, str):
         raise ApiError(400, "invalid_path", "Path must be a string")
-    if any(ch in _CONTROL for ch in client_path):
+    if _CONTROL_CHAR.search(client_path) is not None:
         raise ApiError(
             400, "invalid_path", "Path contains a control character", path=client_path.encode("unicode_escape").decode()
         )
@@ -124,12 +125,11 @@ def resolve_in_workspace(root: str, client_path: str, follow_final: bool = True)
     if not parts:
         return WorkspacePath("", root, root)
 
-    joined = os.path.join(root, *parts)
     parent_real = _realpath_below(root, parts[:-1])
-    name = os.path.basename(joined)
+    name = parts[-1]
     if name == "..":
         # "a/.." names a directory, not a link: resolve it whole.
-        real = os.path.realpath(joined)
+        real = os.path.realpath(os.path.join(root, *parts))
         if not is_within(root, real):
             raise _outside(client_path)
         rel = os.path.relpath(real, root)
@@ -141,8 +141,10 @@ def resolve_in_workspace(root: str, client_path: str, follow_final: bool = True)
     real = _realpath_last(path)
     if follow_final and not is_within(root, real):
         raise _outside(client_path)
-    rel = os.path.relpath(path, root).replace(os.sep, "/")
-    return WorkspacePath("" if rel == "." else rel, path, real)
+    # ``path`` is normalised and below ``root`` (its parent was checked, its name is a plain name).
+    prefix = root if root.endswith("/") else root + "/"
+    rel = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
+    return WorkspacePath(rel.replace(os.sep, "/"), path, real)
 
 
 def _realpath_below(root: str, parts: list[str]) -> str:
@@ -260,6 +262,29 @@ def _load_renameat2() -> Callable[..., int] | None:
     return _renameat2
 
 
+WRITEBACK_STEP = 8 << 20  # a streamed write starts the disk's writeback every this many bytes
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range: Callable[..., int] | None = None
+_sync_file_range_loaded = False
+
+
+def _load_sync_file_range() -> Callable[..., int] | None:
+    """Linux's ``sync_file_range`` (not in the os module), or None; only ever a hint, never a substitute
+    for the fsync of a commit."""
+    global _sync_file_range, _sync_file_range_loaded
+    if not _sync_file_range_loaded:
+        _sync_file_range_loaded = True
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            function = libc.sync_file_range
+            function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            function.restype = ctypes.c_int
+            _sync_file_range = function
+        except (OSError, AttributeError):  # not Linux
+            _sync_file_range = None
+    return _sync_file_range
+
+
 def rename_noreplace(
     source: str, target: str, source_dir_fd: int | None = None, target_dir_fd: int | None = None
 ) -> None:
@@ -355,10 +380,21 @@ class AtomicWriter:
         self.created_dirs: list[str] = []  # parents the commit created, outermost first
         self.landed: os.stat_result | None = None
         self._done = False
+        self._written_back = 0  # bytes handed to the kernel's writeback so far (see write())
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.file.write(data)
         self.size += len(data)
+        if self.size - self._written_back >= WRITEBACK_STEP:
+            self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        """Have the kernel start writing what is written so far, without waiting for it: the commit's
+        fsync then has only the tail left, so a big body's disk time overlaps its network time."""
+        function = _load_sync_file_range()
+        if function is not None:
+            function(self.file.fileno(), self._written_back, self.size - self._written_back, _SYNC_FILE_RANGE_WRITE)
+        self._written_back = self.size
 
     def finish_writing(self) -> None:
         """Flush, fsync and close the temporary file now (many staged files need not hold descriptors)."""
@@ -402,7 +438,8 @@ class AtomicWriter:
         return self.landed
 
     def _publish(self, fd: int, replace: bool, check: Callable[[os.stat_result | None], None] | None) -> None:
-        """Stamp the new version, then the check-and-rename section (one commit per target at a time).
+        """Stamp the new version, then the check-and-rename section (one commit per target at a time;
+        a plain replace with nothing to check needs none).
 
         Mode, owner and modification time are set before the section, from
         the version seen then; inside, only the check and the rename run,
@@ -410,6 +447,18 @@ class AtomicWriter:
         """
         old = self._stat_target()
         self._stamp(fd, old)
+        if check is None and replace and self.temp_dir == self.directory and _load_renameat2() is not None:
+            # Nothing to check and no parent to make: no section is needed, so writers of one file do not
+            # queue behind each other's renames. Renaming without replacing first tells, atomically,
+            # whether this commit created the file.
+            try:
+                rename_noreplace(self.temp_path, self.target)
+                self.created = True
+            except FileExistsError:
+                os.rename(self.temp_path, self.target)
+                self.created = False
+            self._done = True
+            return
         with commit_lock(self.target):
             current = self._stat_target()
             if not _same_version(current, old):

@@ -1,8 +1,10 @@
 """The Files area's HTTP handlers: parse, check, call the FileService, answer.
 
 Bodies of writes and uploads are streamed (``stream_request_body``): each
-batch goes to disk in the thread pool before the next is read, so memory
-stays flat and a slow disk slows the client instead of filling the server.
+batch goes to disk in the thread pool while the next is read, and no third
+is read before the first has landed, so memory stays flat and a slow disk
+slows the client instead of filling the server. Small files are read on the
+IOLoop itself (an open, an fstat and a read cost less than a thread hop).
 Reads stream in chunks, each awaited through ``flush()`` (back-pressure).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import os
 import re
 import urllib.parse
@@ -23,6 +26,7 @@ from wsruntime_ext.base import DRAIN_LIMIT, ApiError, ApiHandler, log
 from wsruntime_ext.files.listing import guess_mime
 from wsruntime_ext.files.search import SearchQuery
 from wsruntime_ext.files.service import (
+    INLINE_READ,
     JSON_WRITE_LIMIT,
     READ_CHUNK,
     FileService,
@@ -36,7 +40,7 @@ from wsruntime_ext.paths import AtomicWriter, WorkspacePath
 if TYPE_CHECKING:
     from wsruntime_ext.files.search import SearchService
 
-WRITE_BATCH = 512 << 10  # bytes of body gathered before one write in the thread pool
+WRITE_BATCH = 1 << 20  # bytes of body gathered before one write in the thread pool
 SMALL_WRITE = 256 << 10  # bodies up to this size (by Content-Length) are gathered whole, then written at once
 MAX_LIST_LIMIT = 10_000_000
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
@@ -45,36 +49,61 @@ _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 class BodyPump:
     """Feeds a streamed request body to a blocking sink in the thread pool, a batch at a time.
 
-    ``feed`` returns only once the batch before has been written, which is
-    what makes Tornado stop reading the socket while the disk catches up.
+    One batch is written while the next is read, so the socket and the disk
+    overlap; ``feed`` waits for the batch before, which is what makes Tornado
+    stop reading the socket while the disk catches up (at most two batches
+    are held). Batches reach the sink one at a time, in order.
     """
 
     def __init__(self, run_blocking: Callable[..., Awaitable[Any]], sink: Callable[[bytes], None]) -> None:
         self.run_blocking = run_blocking
         self.sink = sink
-        self.buffer = bytearray()
+        self.pieces: list[bytes] = []
+        self.buffered = 0
         self.received = 0
+        self.pending: Awaitable[Any] | None = None  # the batch being written
 
-    async def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> Awaitable[None] | None:
+        """Take the next piece; an awaitable when a batch is full (awaiting it is the back-pressure)."""
         self.received += len(chunk)
-        self.buffer += chunk
-        if len(self.buffer) >= WRITE_BATCH:
-            await self._push()
+        self.pieces.append(chunk)
+        self.buffered += len(chunk)
+        if self.buffered >= WRITE_BATCH:
+            return self._push()
+        return None
+
+    def _take(self) -> bytes:
+        pieces, self.pieces, self.buffered = self.pieces, [], 0
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def settle(self) -> None:
+        """Wait for the batch being written (its error, if any, is raised here)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            await pending
 
     def take_rest(self) -> bytes:
-        """What is buffered but not yet written (to be written by the caller's own thread-pool trip)."""
-        data = bytes(self.buffer)
-        self.buffer.clear()
-        return data
+        """What is buffered but not yet written (for the caller's own thread-pool trip; settle() first)."""
+        return self._take()
 
     async def drain(self) -> None:
-        if self.buffer:
-            await self._push()
+        await self.settle()
+        if self.buffered:
+            await self.run_blocking(self.sink, self._take())
 
     async def _push(self) -> None:
-        data = bytes(self.buffer)
-        self.buffer.clear()
-        await self.run_blocking(self.sink, data)
+        await self.settle()
+        self.pending = self.run_blocking(self.sink, self._take())
+
+    def abandon(self) -> Awaitable[Any] | None:
+        """Stop feeding; the batch still being written, if any (its outcome no longer matters)."""
+        pending, self.pending = self.pending, None
+        self.pieces, self.buffered = [], 0
+        if pending is not None:
+            future = asyncio.ensure_future(pending)
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            return future
+        return None
 
 
 class FilesHandler(ApiHandler):
@@ -110,23 +139,45 @@ class FilesHandler(ApiHandler):
             return super().data_received(chunk)
         return self._feed(chunk)
 
-    async def _feed(self, chunk: bytes) -> None:
+    def _feed(self, chunk: bytes) -> Awaitable[None] | None:
         assert self.pump is not None
         try:
-            await self.pump.feed(chunk)
+            pushed = self.pump.feed(chunk)
+        except ApiError as error:
+            self._discard()
+            self.reject_body(error)
+            return None
+        return None if pushed is None else self._pushed(pushed)
+
+    async def _pushed(self, pushed: Awaitable[None]) -> None:
+        try:
+            await pushed
         except ApiError as error:
             self._discard()
             self.reject_body(error)
 
     def _discard(self) -> None:
         """Throw away what the streamed body produced so far."""
+        if self.pump is not None:
+            self.pump.abandon()
         self.pump = None
 
     _cleanup: asyncio.Future[Any] | None = None
 
-    def clean_up(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` (throwing a temporary file away) in the thread pool; an answer waits for it."""
-        self._cleanup = asyncio.wrap_future(self.ctx.executor.submit(fn))
+    def clean_up(self, fn: Callable[[], None], after: Awaitable[Any] | None = None) -> None:
+        """Run ``fn`` (throwing a temporary file away) in the thread pool, once ``after`` (a write still
+        running) is done; an answer waits for it."""
+        if after is None:
+            self._cleanup = asyncio.wrap_future(self.ctx.executor.submit(fn))
+        else:
+            self._cleanup = asyncio.ensure_future(self._clean_up_after(fn, after))
+
+    async def _clean_up_after(self, fn: Callable[[], None], after: Awaitable[Any]) -> None:
+        try:
+            await after
+        except Exception:  # the write's own failure: what matters now is the clean-up
+            log.debug("a write failed before its clean-up", exc_info=True)
+        await self.run_blocking(fn)
 
     def reject_body(self, error: ApiError) -> None:
         if self._rejection is not None:
@@ -210,6 +261,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
+@functools.lru_cache(maxsize=1024)
+def http_date(seconds: int) -> str:
+    """An HTTP date (``Last-Modified``), remembered: email.utils formats it slowly, and files share seconds."""
+    return tornado.httputil.format_timestamp(seconds)
+
+
 def _unsatisfiable(size: int) -> ApiError:
     error = ApiError(416, "range_not_satisfiable", f"The range is outside the file's {size} bytes", size=size)
     error.headers = {"Content-Range": f"bytes */{size}"}  # type: ignore[attr-defined]
@@ -244,7 +301,8 @@ class FileHandler(FilesHandler):
                 self.set_header("ETag", body["etag"])
                 self.send_json(body)
             return
-        opened: OpenedFile | None = await self.run_blocking(self.files.open_for_read, wp)
+        # Small files are read right here; an open and an fstat cost what the jail's lstat did.
+        opened = self.files.open_for_read(wp, INLINE_READ)
         if opened is None:
             await self.send_listing(wp)
             return
@@ -283,7 +341,7 @@ class FileHandler(FilesHandler):
     async def _send_file(self, wp: WorkspacePath, opened: OpenedFile, head: bool) -> None:
         st = opened.st
         self.set_header("ETag", opened.etag)
-        self.set_header("Last-Modified", tornado.httputil.format_timestamp(st.st_mtime))
+        self.set_header("Last-Modified", http_date(int(st.st_mtime)))
         self.set_header("Accept-Ranges", "bytes")
         self.set_header("Cache-Control", "private, no-cache")
         if self._not_modified(opened):
@@ -345,10 +403,12 @@ class FileHandler(FilesHandler):
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def prepare(self) -> None:  # type: ignore[override]
+    def prepare(self) -> Awaitable[None] | None:
         if self.request.method != "PUT":
-            super().prepare()
-            return
+            return super().prepare()  # no coroutine for reads: they are the hot path
+        return self._prepare_write()
+
+    async def _prepare_write(self) -> None:
         try:
             self.json_write = self.format_option() == "json"
         except ApiError as error:
@@ -390,9 +450,10 @@ class FileHandler(FilesHandler):
     def _discard(self) -> None:
         """Throw the temporary file away (in the thread pool, after any write still running)."""
         writer, self.writer = self.writer, None
-        self.pump = None
+        pump, self.pump = self.pump, None
+        running = pump.abandon() if pump is not None else None
         if writer is not None and not writer._done:
-            self.clean_up(writer.abort)
+            self.clean_up(writer.abort, running)
 
     async def put(self, path: str) -> None:
         preconditions = self.preconditions()
@@ -404,6 +465,7 @@ class FileHandler(FilesHandler):
             assert self.pump is not None and self.writer is not None and self.target is not None
             wp = self.target
             try:
+                await self.pump.settle()
                 rest = self.pump.take_rest()
                 result = await self.run_blocking(self.files.finish_write, self.writer, wp, rest, preconditions)
             finally:
@@ -463,9 +525,10 @@ class UploadHandler(FilesHandler):
 
     def _discard(self) -> None:
         upload, self.upload = self.upload, None
-        self.pump = None
+        pump, self.pump = self.pump, None
+        running = pump.abandon() if pump is not None else None
         if upload is not None:
-            self.clean_up(upload.abort)
+            self.clean_up(upload.abort, running)
 
     async def post(self) -> None:
         assert self.pump is not None and self.upload is not None
