@@ -644,6 +644,41 @@ class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
         written: Awaitable[None] = stream.write(b"".join(text_frame(payload) for payload in payloads))
         return written
 
+    def write_prepared_frames(self, frames: list[bytes]) -> Awaitable[None] | None:
+        """Send WebSocket text frames built by :func:`text_frame` (shared by clients: never copied per client).
+
+        Small frames go in one write; large ones each in its own (tornado keeps them as views, not copies).
+        Raises WebSocketClosedError when the socket is closed; the result resolves when the socket took them.
+        """
+        conn = self.ws_connection
+        stream = getattr(conn, "stream", None)
+        if conn is None or conn.is_closing():
+            raise tornado.websocket.WebSocketClosedError()
+        if stream is None or getattr(conn, "_compressor", None) is not None:
+            return self.write_text_frames([frame_payload(frame) for frame in frames])
+        written: Awaitable[None] | None = None
+        small: list[bytes] = []
+        for frame in frames:
+            if len(frame) < PREPARED_JOIN:
+                small.append(frame)
+                continue
+            if small:
+                stream.write(b"".join(small))
+                small = []
+            written = stream.write(frame)
+        if small:
+            written = stream.write(b"".join(small))
+        return written
+
+
+PREPARED_JOIN = 16 << 10  # prepared frames smaller than this are joined into one write
+
+
+def frame_payload(frame: bytes) -> bytes:
+    """The payload of a frame built by :func:`text_frame`."""
+    size = frame[1]
+    return frame[2:] if size < 126 else frame[4:] if size == 126 else frame[10:]
+
 
 def text_frame(payload: bytes) -> bytes:
     """One unmasked, final WebSocket text frame (RFC 6455 §5.2), as a server sends it."""

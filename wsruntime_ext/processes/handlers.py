@@ -15,6 +15,7 @@ import tornado.websocket
 
 from wsruntime_ext.base import ApiError, ApiHandler, ApiWebSocket
 from wsruntime_ext.processes.engine import Run
+from wsruntime_ext.processes.live import LIVE_BATCH
 from wsruntime_ext.processes.runs import Cursor
 from wsruntime_ext.processes.service import SIGNALS, STATUSES, ProcessRequest, ProcessService
 
@@ -228,7 +229,7 @@ class ProcessStreamSocket(ApiWebSocket):
         super().open(*args, **kwargs)
         self.set_nodelay(True)
         self.more = asyncio.Event()
-        self.run.listeners.add(self.more)
+        self.run.listen(self.more)
         self.pump = asyncio.ensure_future(self._pump())
 
     @property
@@ -300,6 +301,21 @@ class ProcessStreamSocket(ApiWebSocket):
         while not self.closing:
             self.more.clear()
             ended = run.ended.is_set()
+            frames = service.read_live(run, cursor, LIVE_BATCH)
+            if frames:
+                # The newest output, framed once for every live client.
+                written = self.write_prepared_frames(frames)
+                sent += sum(len(frame) for frame in frames)
+                position = sent + run.output_dropped_bytes
+                if written is not None and not await self._sent(written, position, lambda: run.record["output_bytes"]):
+                    return
+                continue
+            if frames is not None:  # in the window, and nothing newer
+                if ended:
+                    self._end()
+                    return
+                await self.more.wait()
+                continue
             wanted = cursor.next_seq
             lines, skipped = await service.read(run, cursor, STREAM_BATCH)
             if skipped:
@@ -358,5 +374,5 @@ class ProcessStreamSocket(ApiWebSocket):
         self.closing = True
         run = getattr(self, "run", None)
         if run is not None and hasattr(self, "more"):
-            run.listeners.discard(self.more)
+            run.unlisten(self.more)
             self.more.set()

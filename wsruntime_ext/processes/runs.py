@@ -22,9 +22,11 @@ import logging
 import os
 import re
 import shutil
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from wsruntime_ext.paths import atomic_write
+
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 log = logging.getLogger("wsruntime.processes")
 
@@ -60,16 +62,19 @@ class OutputLog:
     def first_seqs(self) -> list[int]:
         return [first for first, _ in self.segments]
 
-    def append(self, seq: int, stream: str, data: str) -> None:
-        """One output frame: written to the newest segment (a new one when it is full)."""
-        line = json.dumps(
-            {"type": "output", "seq": seq, "stream": stream, "data": data}, ensure_ascii=False, separators=(",", ":")
-        ).encode("utf-8", "surrogatepass")
+    def append(self, seq: int, stream: str, data: str) -> bytes:
+        """One output frame: written to the newest segment (a new one when it is full); returns its JSON line."""
+        # Exactly json.dumps({"type", "seq", "stream", "data"}, ensure_ascii=False, separators=(",", ":")),
+        # built without the dict walk: this runs once per chunk of output, on the IOLoop.
+        line = f'{{"type":"output","seq":{seq},"stream":"{stream}","data":{_encode_string(data)}}}'.encode(
+            "utf-8", "surrogatepass"
+        )
         try:
             if self._file is None or self.segments[-1][1] >= self.segment_size:
                 self._start_segment(seq)
             assert self._file is not None
-            self._file.write(line + b"\n")
+            self._file.write(line)
+            self._file.write(b"\n")
             first, size = self.segments[-1]
             self.segments[-1] = (first, size + len(line) + 1)
             self._prune()
@@ -78,6 +83,12 @@ class OutputLog:
             if self.error is None:
                 log.error("cannot write output in %s: %s", self.directory, exc)
             self.error = f"output could not be stored: {exc.strerror or exc}"
+        return line
+
+    @property
+    def end(self) -> tuple[int, int]:
+        """(first seq, size) of the newest segment: where the next line goes."""
+        return self.segments[-1] if self.segments else (0, 0)
 
     def flush(self) -> None:
         if self._file is not None:
@@ -135,6 +146,8 @@ def read_frames(directory: str, first_seqs: list[int], cursor: Cursor, max_bytes
             if covering:
                 cursor.segment = covering[-1]
             elif first_seqs and first_seqs[0] > cursor.next_seq:
+                if lines:
+                    break  # the gap is told after these lines (the marker goes before what a read returns)
                 skipped += first_seqs[0] - cursor.next_seq
                 cursor.next_seq = cursor.segment = first_seqs[0]
             else:
