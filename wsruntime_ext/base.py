@@ -682,9 +682,13 @@ def frame_payload(frame: bytes) -> bytes:
 
 def text_frame(payload: bytes) -> bytes:
     """One unmasked, final WebSocket text frame (RFC 6455 §5.2), as a server sends it."""
-    size = len(payload)
+    return text_frame_header(len(payload)) + payload
+
+
+def text_frame_header(size: int) -> bytes:
+    """The header of :func:`text_frame` for a payload of ``size`` bytes."""
     if size < 126:
-        return bytes((0x81, size)) + payload
+        return bytes((0x81, size))
     if size < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
+        return struct.pack("!BBH", 0x81, 126, size)
+    return struct.pack("!BBQ", 0x81, 127, size)

@@ -102,10 +102,10 @@ class Run:
     def append(self, stream: str, text: str, size: int) -> None:
         """One chunk of pipe output: numbered, stored, framed for live clients; listeners woken once per IOLoop turn."""
         self.last_seq += 1
-        line = self.output.append(self.last_seq, stream, text)
+        frame = self.output.append(self.last_seq, stream, text)
         if self.listeners:  # no window without live clients: it starts again with the next frame
             segment, offset = self.output.end
-            self.window.add(self.last_seq, line, segment, offset)
+            self.window.add(self.last_seq, frame, segment, offset)
         self.record["output_bytes"] += size
         self._wake_soon()
 

@@ -21,8 +21,6 @@ import logging
 import os
 from typing import Callable
 
-from wsruntime_ext.base import text_frame
-
 log = logging.getLogger("wsruntime.processes")
 
 PIPE_SIZE = 1 << 20  # the default /proc/sys/fs/pipe-max-size: an unprivileged process may ask for this much
@@ -101,8 +99,8 @@ class OutputWindow:
         self.frames: collections.deque[LiveFrame] = collections.deque()
         self.size = 0
 
-    def add(self, seq: int, payload: bytes, segment: int, offset: int) -> None:
-        frame = text_frame(payload)
+    def add(self, seq: int, frame: bytes, segment: int, offset: int) -> None:
+        """A frame built by ``base.text_frame``."""
         self.frames.append(LiveFrame(seq, frame, segment, offset))
         self.size += len(frame)
         while self.size > self.limit and len(self.frames) > 1:

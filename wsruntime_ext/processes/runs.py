@@ -24,6 +24,7 @@ import re
 import shutil
 from typing import IO, Any, Callable
 
+from wsruntime_ext.base import text_frame_header
 from wsruntime_ext.paths import atomic_write
 
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
@@ -63,12 +64,17 @@ class OutputLog:
         return [first for first, _ in self.segments]
 
     def append(self, seq: int, stream: str, data: str) -> bytes:
-        """One output frame: written to the newest segment (a new one when it is full); returns its JSON line."""
+        """One output frame: written to the newest segment (a new one when it is full).
+
+        Returns it as a WebSocket text frame (see ``base.text_frame``), whose payload is the line stored.
+        """
         # Exactly json.dumps({"type", "seq", "stream", "data"}, ensure_ascii=False, separators=(",", ":")),
-        # built without the dict walk: this runs once per chunk of output, on the IOLoop.
-        line = f'{{"type":"output","seq":{seq},"stream":"{stream}","data":{_encode_string(data)}}}'.encode(
-            "utf-8", "surrogatepass"
-        )
+        # built without the dict walk and framed in the same copy: this runs once per chunk of output.
+        prefix = b'{"type":"output","seq":%d,"stream":"%s","data":' % (seq, stream.encode())
+        text = _encode_string(data).encode("utf-8", "surrogatepass")
+        size = len(prefix) + len(text) + 1
+        frame = b"".join((text_frame_header(size), prefix, text, b"}"))
+        line = memoryview(frame)[len(frame) - size :]
         try:
             if self._file is None or self.segments[-1][1] >= self.segment_size:
                 self._start_segment(seq)
@@ -83,7 +89,7 @@ class OutputLog:
             if self.error is None:
                 log.error("cannot write output in %s: %s", self.directory, exc)
             self.error = f"output could not be stored: {exc.strerror or exc}"
-        return line
+        return frame
 
     @property
     def end(self) -> tuple[int, int]:
