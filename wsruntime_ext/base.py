@@ -641,7 +641,19 @@ class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
             for payload in payloads:
                 last = self.write_message(payload.decode("utf-8", "surrogateescape"))
             return last
-        written: Awaitable[None] = stream.write(b"".join(text_frame(payload) for payload in payloads))
+        # Small frames are joined into one write; a large payload goes after its header without being copied.
+        written: Awaitable[None] | None = None
+        small: list[bytes] = []
+        for payload in payloads:
+            if len(payload) < PREPARED_JOIN:
+                small.append(text_frame(payload))
+                continue
+            small.append(text_frame_header(len(payload)))
+            stream.write(b"".join(small))
+            small = []
+            written = stream.write(payload)
+        if small:
+            written = stream.write(b"".join(small))
         return written
 
     def write_prepared_frames(self, frames: list[bytes]) -> Awaitable[None] | None:
