@@ -52,7 +52,7 @@ SAVE_EVERY_SCANS = 10  # a running run's record is saved every 5 s
 KILL_GRACE_S = 2.0
 PIPE_DRAIN_S = 5.0
 KEEP_RUNS = 200  # ended runs kept on disk; older ones are deleted
-LIVE_FRAMES = 32  # a client this close to the newest frame, but out of the window, reads on the IOLoop (see read())
+LIVE_DISK_BYTES = 32 << 20  # a client this close to the newest output, out of the window, reads on the IOLoop (read())
 LIVE_BYTES = 1 << 20  # the same for a terminal's bytes
 
 
@@ -102,12 +102,24 @@ class Run:
     def append(self, stream: str, text: str, size: int) -> None:
         """One chunk of pipe output: numbered, stored, framed for live clients; listeners woken once per IOLoop turn."""
         self.last_seq += 1
-        frame = self.output.append(self.last_seq, stream, text)
+        self._appended(self.output.append(self.last_seq, stream, text), size)
+
+    def _appended(self, frame: bytes, size: int) -> None:
         if self.listeners:  # no window without live clients: it starts again with the next frame
             segment, offset = self.output.end
             self.window.add(self.last_seq, frame, segment, offset)
         self.record["output_bytes"] += size
         self._wake_soon()
+
+    def append_ascii(self, stream: str, data: bytes) -> bool:
+        """:meth:`append` of ASCII output without decoding it, when it needs no JSON escapes but \\n, \\r and
+        \\t; False (nothing done) otherwise."""
+        frame = self.output.append_ascii(self.last_seq + 1, stream, data)
+        if frame is None:
+            return False
+        self.last_seq += 1
+        self._appended(frame, len(data))
+        return True
 
     def append_bytes(self, data: bytes) -> None:
         """One chunk of terminal output: stored; the listeners are woken once per IOLoop turn."""
@@ -378,9 +390,11 @@ class RunEngine:
 
         A client that follows the live output reads what was written a moment ago — from the page cache,
         a copy in memory: that read is done on the IOLoop, since handing it to a thread costs more (the
-        thread and the IOLoop then take turns on the GIL at every system call). Replays go to the pool.
+        thread and the IOLoop then take turns on the GIL at every system call, and a client catching up
+        with a fast process would never make it). Replays of older output go to the pool.
         """
-        if run.last_seq - cursor.next_seq < LIVE_FRAMES and cursor.segment is not None:
+        behind = None if cursor.segment is None else run.output.bytes_after(cursor.segment, cursor.offset)
+        if behind is not None and behind <= LIVE_DISK_BYTES:
             return read_frames(run.directory, run.output.first_seqs, cursor, max_bytes)
         return await self.ctx.run_blocking(read_frames, run.directory, run.output.first_seqs, cursor, max_bytes)
 
@@ -465,6 +479,9 @@ class RunEngine:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
         def on_data(chunk: bytes) -> None:
+            if chunk.isascii() and chunk and not decoder.getstate()[0]:
+                if run.append_ascii(name, chunk):
+                    return
             text = decoder.decode(chunk, final=not chunk)
             if text:
                 run.append(name, text, len(chunk))

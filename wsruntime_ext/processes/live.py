@@ -24,7 +24,7 @@ from typing import Callable
 log = logging.getLogger("wsruntime.processes")
 
 PIPE_SIZE = 1 << 20  # the default /proc/sys/fs/pipe-max-size: an unprivileged process may ask for this much
-READ_BUDGET = 256 << 10  # bytes read per readiness callback (one frame at most)
+READ_BUDGET = 128 << 10  # bytes read per readiness callback (one frame at most)
 WINDOW_BYTES = 2 << 20  # the newest frames kept in memory for live clients
 LIVE_BATCH = 512 << 10  # bytes of window frames sent per step of a live client (views, not copies)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
