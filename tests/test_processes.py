@@ -207,6 +207,46 @@ async def test_vi_starts_and_quits(psrv: ServerThread, tmp_path: Any) -> None:
     await delete(psrv, proc["id"])
 
 
+async def test_less_shows_a_file_and_q_quits(psrv: ServerThread) -> None:
+    body = {
+        "shell": "printf 'line %s\\n' $(seq 1 200) > less-demo.txt && exec less less-demo.txt",
+        "pty": {"cols": 80, "rows": 24},
+        "env": {"LESS": "", "LESSHISTFILE": "-"},
+    }
+    proc = await start(psrv, body)
+    client = await attach(psrv, proc["id"])
+    await client.until(b"line 1\r\n")
+    await client.until(b"line 23")  # a screenful: 23 lines and less's prompt
+    assert b"line 30\r\n" not in client.data
+    client.send(b"q")
+    done = await ended(psrv, proc["id"])
+    assert done["status"] == "exited" and done["exit_code"] == 0
+    await client.to_end()
+    assert client.exit is not None and client.exit["code"] == 0
+
+
+async def test_a_terminal_client_that_fell_out_of_the_scrollback_is_closed_with_1013(psrv: ServerThread) -> None:
+    # 16 MB without a newline, much more than the 4 KiB of scrollback and what the socket buffers hold.
+    size = 16_000_000
+    body = {
+        "command": ["python3", "-c", f"import sys; sys.stdout.write('0123456789' * {size // 10})"],
+        "pty": {"cols": 80, "rows": 24},
+    }
+    proc = await start(psrv, body)
+    client = await attach(psrv, proc["id"])  # and reads nothing while the process writes
+    done = await ended(psrv, proc["id"], 60)
+    assert done["status"] == "exited" and done["output_bytes"] == size
+    await client.to_end(60)  # what the socket held, then the close: its next byte is no longer kept
+    assert client.ws.close_code == 1013 and client.exit is None
+    assert len(client.data) < size  # (none at all when byte 0 had left before the first read)
+    everything = b"0123456789" * (size // 10)
+    assert bytes(client.data) == everything[: len(client.data)]  # in order, nothing missing before the close
+    again = await attach(psrv, proc["id"], after=len(client.data))  # the reconnect it was told to make
+    assert again.hello["truncated"] is True and again.hello["offset"] == size - 4096
+    await again.to_end()
+    assert bytes(again.data) == everything[-4096:] and again.exit is not None
+
+
 async def test_replay_after_reconnect_with_and_without_truncation(psrv: ServerThread) -> None:
     # 20000 bytes without a newline (the pty would add \r): more than the 4 KiB of scrollback.
     body = {

@@ -643,15 +643,66 @@ class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
             for payload in payloads:
                 last = self.write_message(payload.decode("utf-8", "surrogateescape"))
             return last
-        written: Awaitable[None] = stream.write(b"".join(text_frame(payload) for payload in payloads))
+        # Small frames are joined into one write; a large payload goes after its header without being copied.
+        written: Awaitable[None] | None = None
+        small: list[bytes] = []
+        for payload in payloads:
+            if len(payload) < PREPARED_JOIN:
+                small.append(text_frame(payload))
+                continue
+            small.append(text_frame_header(len(payload)))
+            stream.write(b"".join(small))
+            small = []
+            written = stream.write(payload)
+        if small:
+            written = stream.write(b"".join(small))
         return written
+
+    def write_prepared_frames(self, frames: list[bytes]) -> Awaitable[None] | None:
+        """Send WebSocket text frames built by :func:`text_frame` (shared by clients: never copied per client).
+
+        Small frames go in one write; large ones each in its own (tornado keeps them as views, not copies).
+        Raises WebSocketClosedError when the socket is closed; the result resolves when the socket took them.
+        """
+        conn = self.ws_connection
+        stream = getattr(conn, "stream", None)
+        if conn is None or conn.is_closing():
+            raise tornado.websocket.WebSocketClosedError()
+        if stream is None or getattr(conn, "_compressor", None) is not None:
+            return self.write_text_frames([frame_payload(frame) for frame in frames])
+        written: Awaitable[None] | None = None
+        small: list[bytes] = []
+        for frame in frames:
+            if len(frame) < PREPARED_JOIN:
+                small.append(frame)
+                continue
+            if small:
+                stream.write(b"".join(small))
+                small = []
+            written = stream.write(frame)
+        if small:
+            written = stream.write(b"".join(small))
+        return written
+
+
+PREPARED_JOIN = 16 << 10  # prepared frames smaller than this are joined into one write
+
+
+def frame_payload(frame: bytes) -> bytes:
+    """The payload of a frame built by :func:`text_frame`."""
+    size = frame[1]
+    return frame[2:] if size < 126 else frame[4:] if size == 126 else frame[10:]
 
 
 def text_frame(payload: bytes) -> bytes:
     """One unmasked, final WebSocket text frame (RFC 6455 §5.2), as a server sends it."""
-    size = len(payload)
+    return text_frame_header(len(payload)) + payload
+
+
+def text_frame_header(size: int) -> bytes:
+    """The header of :func:`text_frame` for a payload of ``size`` bytes."""
     if size < 126:
-        return bytes((0x81, size)) + payload
+        return bytes((0x81, size))
     if size < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
+        return struct.pack("!BBH", 0x81, 126, size)
+    return struct.pack("!BBQ", 0x81, 127, size)

@@ -25,10 +25,11 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.context import now_iso
+from wsruntime_ext.processes.live import OutputWindow, PipeReader
 from wsruntime_ext.processes.pty import (
     ByteLog,
     Terminal,
@@ -46,13 +47,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wsruntime.processes")
 
-READ_CHUNK = 1 << 16
 DESCENDANT_SCAN_S = 0.5
 SAVE_EVERY_SCANS = 10  # a running run's record is saved every 5 s
 KILL_GRACE_S = 2.0
 PIPE_DRAIN_S = 5.0
 KEEP_RUNS = 200  # ended runs kept on disk; older ones are deleted
-LIVE_FRAMES = 32  # a streaming client this close to the newest frame reads on the IOLoop (see RunEngine.read)
+LIVE_DISK_BYTES = 32 << 20  # a client this close to the newest output, out of the window, reads on the IOLoop (read())
 LIVE_BYTES = 1 << 20  # the same for a terminal's bytes
 
 
@@ -81,6 +81,8 @@ class Run:
         self.stop_reason: str | None = None  # why we stopped it: "timed_out", "cancelled", "killed", "interrupted"
         self.stop_signal: str | None = None  # the first signal we sent when we did
         self.ended = asyncio.Event()
+        self.window = OutputWindow()  # the newest pipe output, framed once for the live clients
+        self.pipes: list[PipeReader] = []
         self.listeners: set[asyncio.Event] = set()  # one per streaming client: set when there is more
         self.task: asyncio.Future[None] | None = None
         self._wake_handle: asyncio.Handle | None = None
@@ -98,11 +100,26 @@ class Run:
         return self.terminal_log is not None
 
     def append(self, stream: str, text: str, size: int) -> None:
-        """One chunk of pipe output: numbered, stored; the listeners are woken once per IOLoop turn."""
+        """One chunk of pipe output: numbered, stored, framed for live clients; listeners woken once per IOLoop turn."""
         self.last_seq += 1
-        self.output.append(self.last_seq, stream, text)
+        self._appended(self.output.append(self.last_seq, stream, text), size)
+
+    def _appended(self, frame: bytes, size: int) -> None:
+        if self.listeners:  # no window without live clients: it starts again with the next frame
+            segment, offset = self.output.end
+            self.window.add(self.last_seq, frame, segment, offset)
         self.record["output_bytes"] += size
         self._wake_soon()
+
+    def append_ascii(self, stream: str, data: bytes) -> bool:
+        """:meth:`append` of ASCII output without decoding it, when it needs no JSON escapes but \\n, \\r and
+        \\t; False (nothing done) otherwise."""
+        frame = self.output.append_ascii(self.last_seq + 1, stream, data)
+        if frame is None:
+            return False
+        self.last_seq += 1
+        self._appended(frame, len(data))
+        return True
 
     def append_bytes(self, data: bytes) -> None:
         """One chunk of terminal output: stored; the listeners are woken once per IOLoop turn."""
@@ -121,6 +138,15 @@ class Run:
         if self.terminal_log is not None:
             self.terminal_log.flush()
         self.wake()
+
+    def listen(self, event: asyncio.Event) -> None:
+        """A streaming client: ``event`` is set whenever there is more output."""
+        self.listeners.add(event)
+
+    def unlisten(self, event: asyncio.Event) -> None:
+        self.listeners.discard(event)
+        if not self.listeners:
+            self.window.clear()  # its frames would no longer be consecutive (see append)
 
     def wake(self) -> None:
         for event in self.listeners:
@@ -157,6 +183,7 @@ class RunEngine:
         self.scrollback = scrollback
         self._starting = 0
         self._pending: set[asyncio.Future[Any]] = set()
+        self._output_fds: dict[ManagedProcess, tuple[int, int]] = {}  # spawned, not yet launched: its pipes
 
     # -- what a subclass says ------------------------------------------------------------
 
@@ -275,13 +302,26 @@ class RunEngine:
         """
         full_env = {**env, self.tag_variable: run_id, "PWD": cwd}
         if pty is None:
-            proc = await self.ctx.procs.spawn(
-                argv,
-                cwd=cwd,
-                env=full_env,
-                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-                limit=READ_CHUNK,
-            )
+            # Our own pipes, read with add_reader in big chunks (see live.PipeReader), not asyncio's streams.
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            try:
+                proc = await self.ctx.procs.spawn(
+                    argv,
+                    cwd=cwd,
+                    env=full_env,
+                    stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                    stdout=out_w,
+                    stderr=err_w,
+                )
+            except BaseException:
+                os.close(out_r)
+                os.close(err_r)
+                raise
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+            self._output_fds[proc] = (out_r, err_r)  # read from launch() on
             return proc, None
         master, slave = open_terminal(*pty)
         try:
@@ -308,6 +348,12 @@ class RunEngine:
             run.terminal = Terminal(master, asyncio.get_running_loop(), run.append_bytes)
         else:
             run.stdin = proc.proc.stdin
+            loop = asyncio.get_running_loop()
+            out_fd, err_fd = self._output_fds.pop(proc)
+            run.pipes = [
+                PipeReader(out_fd, loop, self._decoding(run, "stdout")),
+                PipeReader(err_fd, loop, self._decoding(run, "stderr")),
+            ]
         self.runs[run.id] = run
         self.publish(run)
         self.save_soon(run)
@@ -344,11 +390,26 @@ class RunEngine:
 
         A client that follows the live output reads what was written a moment ago — from the page cache,
         a copy in memory: that read is done on the IOLoop, since handing it to a thread costs more (the
-        thread and the IOLoop then take turns on the GIL at every system call). Replays go to the pool.
+        thread and the IOLoop then take turns on the GIL at every system call, and a client catching up
+        with a fast process would never make it). Replays of older output go to the pool.
         """
-        if run.last_seq - cursor.next_seq < LIVE_FRAMES and cursor.segment is not None:
+        behind = None if cursor.segment is None else run.output.bytes_after(cursor.segment, cursor.offset)
+        if behind is not None and behind <= LIVE_DISK_BYTES:
             return read_frames(run.directory, run.output.first_seqs, cursor, max_bytes)
         return await self.ctx.run_blocking(read_frames, run.directory, run.output.first_seqs, cursor, max_bytes)
+
+    def read_live(self, run: Run, cursor: Cursor, max_bytes: int) -> list[bytes] | None:
+        """WebSocket frames after ``cursor`` (about ``max_bytes``) from the run's window, advancing it; None when
+        ``cursor`` is not in the window (then the client reads the disk: :meth:`read`)."""
+        frames = run.window.since(cursor.next_seq, max_bytes)
+        if frames is None:
+            return None
+        if not frames:
+            return []
+        last = frames[-1]
+        cursor.next_seq = last.seq + 1
+        cursor.segment, cursor.offset = last.segment, last.offset
+        return [item.frame for item in frames]
 
     async def read_terminal(self, run: Run, start: int, max_bytes: int) -> tuple[int, bytes]:
         """Stored terminal bytes from byte ``start`` (or the oldest kept, if later): (first byte's number, bytes)."""
@@ -379,11 +440,7 @@ class RunEngine:
         if run.terminal is not None:
             readers = [run.terminal.closed]
         else:
-            assert child.stdout is not None and child.stderr is not None
-            readers = [
-                asyncio.ensure_future(self._read_stream(run, child.stdout, "stdout")),
-                asyncio.ensure_future(self._read_stream(run, child.stderr, "stderr")),
-            ]
+            readers = [pipe.closed for pipe in run.pipes]
         scanner = asyncio.ensure_future(self._scan_descendants(run, proc))
         first_signal = signal.SIGHUP if run.terminal is not None else signal.SIGTERM
         try:
@@ -412,19 +469,26 @@ class RunEngine:
             scanner.cancel()
             if run.terminal is not None:
                 run.terminal.close()
+            for pipe in run.pipes:
+                pipe.close()
             self._finish(run, child.returncode)
 
-    async def _read_stream(self, run: Run, stream: asyncio.StreamReader, name: str) -> None:
+    @staticmethod
+    def _decoding(run: Run, name: str) -> Callable[[bytes], None]:
+        """What a pipe reader calls with each chunk (b"" at the end): decoded as UTF-8 and appended to the run."""
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        while True:
-            chunk = await stream.read(READ_CHUNK)
+
+        def on_data(chunk: bytes) -> None:
+            if chunk.isascii() and chunk and not decoder.getstate()[0]:
+                if run.append_ascii(name, chunk):
+                    return
             text = decoder.decode(chunk, final=not chunk)
             if text:
                 run.append(name, text, len(chunk))
             else:
                 run.record["output_bytes"] += len(chunk)  # the start of a UTF-8 sequence: sent with the next chunk
-            if not chunk:
-                return
+
+        return on_data
 
     async def _scan_descendants(self, run: Run, proc: ManagedProcess) -> None:
         """Remember the tree while it runs (a grandchild whose parent exits is no longer linked to us),

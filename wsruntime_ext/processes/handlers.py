@@ -15,6 +15,7 @@ import tornado.websocket
 
 from wsruntime_ext.base import ApiError, ApiHandler, ApiWebSocket
 from wsruntime_ext.processes.engine import Run
+from wsruntime_ext.processes.live import LIVE_BATCH
 from wsruntime_ext.processes.runs import Cursor
 from wsruntime_ext.processes.service import SIGNALS, STATUSES, ProcessRequest, ProcessService
 
@@ -26,7 +27,7 @@ MAX_VALUE = 128 << 10  # one argument or environment value (the kernel's own lim
 MAX_NAME = 200
 MAX_SIZE = 1000  # columns or rows
 MAX_TIMEOUT_S = 7 * 86400.0
-STREAM_BATCH = 256 << 10  # bytes read from disk per step of a streaming client
+STREAM_BATCH = 512 << 10  # bytes read from disk per step of a streaming client (two steps queued on its socket)
 BEHIND_LIMIT = 4 << 20  # a client this far behind whose socket takes nothing for STALL_S is closed with 1013
 
 
@@ -228,7 +229,7 @@ class ProcessStreamSocket(ApiWebSocket):
         super().open(*args, **kwargs)
         self.set_nodelay(True)
         self.more = asyncio.Event()
-        self.run.listeners.add(self.more)
+        self.run.listen(self.more)
         self.pump = asyncio.ensure_future(self._pump())
 
     @property
@@ -297,19 +298,36 @@ class ProcessStreamSocket(ApiWebSocket):
         truncated = bool(first_seqs) and first_seqs[0] > cursor.next_seq
         self.send_message({"type": "hello", "process": service.public(run), "truncated": truncated})
         sent = 0  # output bytes (about) this client has been sent
+        queued: Any = None  # the newest live batch given to the socket: one more may be queued behind it
         while not self.closing:
             self.more.clear()
             ended = run.ended.is_set()
+            frames = service.read_live(run, cursor, LIVE_BATCH)
+            if frames:
+                # The newest output, framed once for every live client; two batches on the socket at most, so
+                # that the next one is ready when the kernel takes the first (the frames are shared, not copied).
+                earlier, queued = queued, self.write_prepared_frames(frames)
+                sent += sum(len(frame) for frame in frames)
+                position = sent + run.output_dropped_bytes
+                if earlier is not None and not await self._sent(earlier, position, lambda: run.record["output_bytes"]):
+                    return
+                continue
+            if frames is not None:  # in the window, and nothing newer
+                if ended:
+                    self._end()
+                    return
+                await self.more.wait()
+                continue
             wanted = cursor.next_seq
             lines, skipped = await service.read(run, cursor, STREAM_BATCH)
             if skipped:
                 # Older output than the process keeps on disk: say so, and go on from what is kept.
                 self.send_message({"type": "output_dropped", "frames": skipped, "next_seq": wanted + skipped})
             if lines:
-                written = self.write_text_frames(lines)
+                earlier, queued = queued, self.write_text_frames(lines)
                 sent += sum(len(line) for line in lines)
                 position = sent + run.output_dropped_bytes
-                if written is not None and not await self._sent(written, position, lambda: run.record["output_bytes"]):
+                if earlier is not None and not await self._sent(earlier, position, lambda: run.record["output_bytes"]):
                     return
                 continue
             if ended:
@@ -358,5 +376,5 @@ class ProcessStreamSocket(ApiWebSocket):
         self.closing = True
         run = getattr(self, "run", None)
         if run is not None and hasattr(self, "more"):
-            run.listeners.discard(self.more)
+            run.unlisten(self.more)
             self.more.set()

@@ -22,9 +22,13 @@ import logging
 import os
 import re
 import shutil
-from typing import IO, Any
+from typing import IO, Any, Callable
 
+from wsruntime_ext.base import text_frame_header
 from wsruntime_ext.paths import atomic_write
+
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_JSON_PLAIN = bytes(c for c in range(32, 127) if c not in b'"\\')  # ASCII that a JSON string holds as it is
 
 log = logging.getLogger("wsruntime.processes")
 
@@ -60,16 +64,36 @@ class OutputLog:
     def first_seqs(self) -> list[int]:
         return [first for first, _ in self.segments]
 
-    def append(self, seq: int, stream: str, data: str) -> None:
-        """One output frame: written to the newest segment (a new one when it is full)."""
-        line = json.dumps(
-            {"type": "output", "seq": seq, "stream": stream, "data": data}, ensure_ascii=False, separators=(",", ":")
-        ).encode("utf-8", "surrogatepass")
+    def append(self, seq: int, stream: str, data: str) -> bytes:
+        """One output frame: written to the newest segment (a new one when it is full).
+
+        Returns it as a WebSocket text frame (see ``base.text_frame``), whose payload is the line stored.
+        """
+        return self._append(seq, stream, _encode_string(data).encode("utf-8", "surrogatepass"))
+
+    def append_ascii(self, seq: int, stream: str, data: bytes) -> bytes | None:
+        """:meth:`append` of ASCII text, without decoding it, when JSON escapes at most its newlines and tabs
+        (the common case, and 4 times faster than escaping a str); None (nothing done) otherwise."""
+        special = data.translate(None, _JSON_PLAIN)
+        if special:
+            if special.translate(None, b"\n\r\t"):
+                return None
+            data = data.replace(b"\n", b"\\n").replace(b"\r", b"\\r").replace(b"\t", b"\\t")
+        return self._append(seq, stream, b'"', data, b'"')
+
+    def _append(self, seq: int, stream: str, *text: bytes) -> bytes:
+        # Exactly json.dumps({"type", "seq", "stream", "data"}, ensure_ascii=False, separators=(",", ":")),
+        # built without the dict walk and framed in the same copy: this runs once per chunk of output.
+        prefix = b'{"type":"output","seq":%d,"stream":"%s","data":' % (seq, stream.encode())
+        size = len(prefix) + sum(len(part) for part in text) + 1
+        frame = b"".join((text_frame_header(size), prefix, *text, b"}"))
+        line = memoryview(frame)[len(frame) - size :]
         try:
             if self._file is None or self.segments[-1][1] >= self.segment_size:
                 self._start_segment(seq)
             assert self._file is not None
-            self._file.write(line + b"\n")
+            self._file.write(line)
+            self._file.write(b"\n")
             first, size = self.segments[-1]
             self.segments[-1] = (first, size + len(line) + 1)
             self._prune()
@@ -78,6 +102,22 @@ class OutputLog:
             if self.error is None:
                 log.error("cannot write output in %s: %s", self.directory, exc)
             self.error = f"output could not be stored: {exc.strerror or exc}"
+        return frame
+
+    def bytes_after(self, segment: int, offset: int) -> int | None:
+        """How many bytes were written after ``offset`` of ``segment`` (None: that segment is gone)."""
+        behind: int | None = None
+        for first, size in self.segments:
+            if first == segment:
+                behind = size - offset
+            elif behind is not None:
+                behind += size
+        return behind
+
+    @property
+    def end(self) -> tuple[int, int]:
+        """(first seq, size) of the newest segment: where the next line goes."""
+        return self.segments[-1] if self.segments else (0, 0)
 
     def flush(self) -> None:
         if self._file is not None:
@@ -135,6 +175,8 @@ def read_frames(directory: str, first_seqs: list[int], cursor: Cursor, max_bytes
             if covering:
                 cursor.segment = covering[-1]
             elif first_seqs and first_seqs[0] > cursor.next_seq:
+                if lines:
+                    break  # the gap is told after these lines (the marker goes before what a read returns)
                 skipped += first_seqs[0] - cursor.next_seq
                 cursor.next_seq = cursor.segment = first_seqs[0]
             else:

@@ -10,6 +10,7 @@ import tornado.iostream
 import tornado.websocket
 
 from wsruntime_ext.base import ApiError, ApiHandler, ApiWebSocket
+from wsruntime_ext.processes.live import LIVE_BATCH
 from wsruntime_ext.processes.runs import Cursor
 from wsruntime_ext.scripts.discovery import usable_env_name
 from wsruntime_ext.scripts.service import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, STATUSES, ScriptRun, ScriptService
@@ -127,7 +128,7 @@ class RunStreamSocket(ApiWebSocket):
         super().open(*args, **kwargs)
         self.set_nodelay(True)
         self.more = asyncio.Event()
-        self.run.listeners.add(self.more)
+        self.run.listen(self.more)
         self.pump = asyncio.ensure_future(self._pump())
 
     async def _pump(self) -> None:
@@ -138,12 +139,16 @@ class RunStreamSocket(ApiWebSocket):
             while not self.closing:
                 self.more.clear()
                 ended = run.ended.is_set()  # read before the frames: an end seen here has all its output stored
-                wanted = cursor.next_seq
-                lines, skipped = await service.read(run, cursor, STREAM_BATCH)
-                if skipped:
-                    # Older output than the run keeps on disk: say so, and go on from what is kept.
-                    self.send_message({"type": "output_dropped", "frames": skipped, "next_seq": wanted + skipped})
-                last = self.write_text_frames(lines) if lines else None
+                frames = service.read_live(run, cursor, LIVE_BATCH)  # the newest output, framed once for all
+                if frames is None:
+                    wanted = cursor.next_seq
+                    lines, skipped = await service.read(run, cursor, STREAM_BATCH)
+                    if skipped:
+                        # Older output than the run keeps on disk: say so, and go on from what is kept.
+                        self.send_message({"type": "output_dropped", "frames": skipped, "next_seq": wanted + skipped})
+                    last = self.write_text_frames(lines) if lines else None
+                else:
+                    last = self.write_prepared_frames(frames) if frames else None
                 if last is not None:
                     try:
                         await asyncio.wait_for(asyncio.shield(last), CLIENT_STALL_S)
@@ -175,5 +180,5 @@ class RunStreamSocket(ApiWebSocket):
         self.closing = True
         run = getattr(self, "run", None)
         if run is not None and hasattr(self, "more"):
-            run.listeners.discard(self.more)
+            run.unlisten(self.more)
             self.more.set()
