@@ -107,7 +107,9 @@ async def test_fifty_megabytes_of_output_keep_the_server_memory_flat(workspace: 
         status, final = await call(url, "GET", f"/api/v1/scripts/runs/{run_id}")
         assert exit_frame == {"type": "exit", "code": 0, "status": "succeeded", "signal": None}
         assert final["output_bytes"] == 50 * MIB and last_seq == final["last_seq"]
-        assert received == 50 * MIB or dropped_markers == 1
+        # A client that keeps up gets every byte; one that fell behind the on-disk limit (a busy machine) gets
+        # a marker for each gap instead, and the seqs above prove nothing else went missing.
+        assert received == 50 * MIB or (dropped_markers >= 1 and received < 50 * MIB)
         growth = peak - baseline
         print(f"50 MiB streamed: server RSS {baseline / MIB:.1f} MiB → peak {peak / MIB:.1f} MiB (+{growth / MIB:.1f})")
         assert growth < 32 * MIB, f"the server grew by {growth / MIB:.1f} MiB for 50 MiB of output"
