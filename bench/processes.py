@@ -9,7 +9,9 @@ workspace and measures:
    with ``pty``); one binary WebSocket frame per key, timed until the frame with its echo arrives;
 3. **output, raw pipe**: ``head -c N /dev/zero | tr '\\0' x`` into a pipe read by this process (MiB/s);
 4. **output, runtime**: the same command as a process on pipes, ``--clients`` WebSocket clients
-   reading every frame to the ``exit`` frame (MiB/s per client = N / time to its exit frame; bytes
+   (lean ones: a blocking socket per thread whose frames are walked, not decoded, so that the
+   clients' own CPU is not what is measured on two cores) reading every frame to the close
+   (MiB/s per client = N / time to its exit frame; bytes
    each received; ``output_dropped`` markers when a client fell behind what is kept on disk);
 5. the runtime's RSS before 4 and its peak during it (sampled every 20 ms).
 
@@ -20,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import concurrent.futures
 import json
 import os
 import pty
 import select
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -143,7 +148,79 @@ def raw_pipe(mib: int) -> float:
     return total / MIB / (time.perf_counter() - started)
 
 
-async def output_runtime(url: str, server: psutil.Process, mib: int, clients: int) -> None:
+def read_stream(host: str, port: int, path: str) -> tuple[int, int]:
+    """A lean WebSocket client on a blocking socket (one per thread): frames are walked, never decoded.
+
+    Returns (output bytes, ``output_dropped`` markers), counting the ``data`` of each output frame as
+    its payload less the JSON around it (~60 bytes). The clients must not be what is measured: a
+    full client (Tornado's) spends more CPU than the runtime on a two-core machine.
+    """
+    sock = socket.create_connection((host, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        more = sock.recv(4096)
+        if not more:
+            raise ConnectionError("no handshake")
+        head += more
+    status_line, _, rest = head.partition(b"\r\n\r\n")
+    if b" 101 " not in status_line.split(b"\r\n", 1)[0]:
+        raise ConnectionError(status_line.decode("latin-1"))
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+    carried = bytes(rest)  # bytes of a frame header (and payload start) that arrived after the last frame
+    skip = 0  # payload bytes of the current frame still to come
+    received = markers = 0
+    try:
+        while True:
+            size = sock.recv_into(view)
+            if not size:
+                return received, markers
+            data: bytes | memoryview = view[:size]
+            if skip:
+                taken = min(skip, size)
+                skip -= taken
+                data = data[taken:]
+            if carried:
+                data = carried + bytes(data)
+                carried = b""
+            pos, end = 0, len(data)
+            while pos < end:
+                if end - pos < 2:
+                    carried = bytes(data[pos:])
+                    break
+                opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
+                header = 2
+                if length == 126:
+                    header, length = 4, int.from_bytes(data[pos + 2 : pos + 4], "big") if end - pos >= 4 else -1
+                elif length == 127:
+                    header, length = 10, int.from_bytes(data[pos + 2 : pos + 10], "big") if end - pos >= 10 else -1
+                if length < 0 or end - pos < header + min(length, 32):
+                    carried = bytes(data[pos:])  # the header (or the start of a text payload) is cut: wait
+                    break
+                if opcode == 8:
+                    return received, markers
+                if opcode == 1:
+                    start = bytes(data[pos + header : pos + header + 32])
+                    if start.startswith(b'{"type":"output_dropped"'):
+                        markers += 1
+                    elif start.startswith(b'{"type":"output"'):
+                        received += max(0, length - 60)
+                available = end - pos - header
+                if available >= length:
+                    pos += header + length
+                else:
+                    skip = length - available
+                    pos = end
+    finally:
+        sock.close()
+
+
+async def output_runtime(url: str, server: psutil.Process, mib: int, clients: int, top: float) -> None:
     http = tornado.httpclient.AsyncHTTPClient()
     baseline = server.memory_info().rss
     peak = baseline
@@ -159,21 +236,16 @@ async def output_runtime(url: str, server: psutil.Process, mib: int, clients: in
     started = time.perf_counter()
     r = await http.fetch(f"{url}/api/v1/processes", method="POST", body=json.dumps({"shell": output_command(mib)}))
     proc = json.loads(r.body)
-    ws_url = url.replace("http", "ws") + f"/api/v1/ws/processes/{proc['id']}"
+    host, port = url.split("//", 1)[1].split(":")
+    loop = asyncio.get_running_loop()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=clients)
 
-    async def client() -> tuple[float, int, int]:
-        ws = await tornado.websocket.websocket_connect(ws_url, max_message_size=64 * MIB)
-        received = markers = 0
-        while (message := await ws.read_message()) is not None:
-            assert isinstance(message, str)
-            # Counted without decoding the JSON: this process must not be what is measured.
-            if message.startswith('{"type":"output"'):
-                received += len(message) - 60
-            elif message.startswith('{"type":"output_dropped"'):
-                markers += 1
+    def client() -> tuple[float, int, int]:
+        received, markers = read_stream(host, int(port), f"/api/v1/ws/processes/{proc['id']}")
         return time.perf_counter() - started, received, markers
 
-    results = await asyncio.gather(*(client() for _ in range(clients)))
+    results = await asyncio.gather(*(loop.run_in_executor(pool, client) for _ in range(clients)))
+    pool.shutdown()
     sampling = False
     await sampler
     r = await http.fetch(f"{url}/api/v1/processes/{proc['id']}")
@@ -183,6 +255,8 @@ async def output_runtime(url: str, server: psutil.Process, mib: int, clients: in
             f"  client {index + 1}: {mib / seconds:8.1f} MiB/s  ({seconds:.2f} s, ~{received / MIB:.0f} MiB received, "
             f"{markers} output_dropped)"
         )
+    slowest = max(seconds for seconds, _, _ in results)
+    print(f"  ratio: {mib / slowest / top:.2f}x the raw pipe for the slowest client (goal >= 0.5x)")
     print(f"  process: {final['status']} exit {final['exit_code']}, output_bytes {final['output_bytes'] / MIB:.0f} MiB")
     print(f"  runtime RSS {baseline / MIB:.1f} MiB before, peak {peak / MIB:.1f} MiB (+{(peak - baseline) / MIB:.1f})")
 
@@ -202,7 +276,7 @@ async def main(keys: int, mib: int, clients: int, extra: list[str]) -> None:
         top = raw_pipe(mib)
         print(f"output, raw pipe ({mib} MiB): {top:8.1f} MiB/s")
         print(f"output, runtime → {clients} WebSocket clients ({mib} MiB), raw pipe = {top:.1f} MiB/s:")
-        await output_runtime(url, psutil.Process(server.pid), mib, clients)
+        await output_runtime(url, psutil.Process(server.pid), mib, clients, top)
     finally:
         stop(server)
         shutil.rmtree(workspace, ignore_errors=True)
