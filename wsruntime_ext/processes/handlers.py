@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import logging
 import math
-from typing import Any, Callable
+from typing import Any
 
-import tornado.iostream
-import tornado.websocket
-
-from wsruntime_ext.base import ApiError, ApiHandler, ApiWebSocket
-from wsruntime_ext.processes.engine import Run
-from wsruntime_ext.processes.live import LIVE_BATCH
-from wsruntime_ext.processes.runs import Cursor
+from wsruntime_ext.base import ApiError, ApiHandler
 from wsruntime_ext.processes.service import SIGNALS, STATUSES, ProcessRequest, ProcessService
+from wsruntime_ext.processes.stream import STREAM_BATCH, RunOutputSocket
 
 log = logging.getLogger("wsruntime.processes")
 
@@ -27,8 +21,6 @@ MAX_VALUE = 128 << 10  # one argument or environment value (the kernel's own lim
 MAX_NAME = 200
 MAX_SIZE = 1000  # columns or rows
 MAX_TIMEOUT_S = 7 * 86400.0
-STREAM_BATCH = 512 << 10  # bytes read from disk per step of a streaming client (two steps queued on its socket)
-BEHIND_LIMIT = 4 << 20  # a client this far behind whose socket takes nothing for STALL_S is closed with 1013
 
 
 def _invalid(field: str, message: str) -> ApiError:
@@ -206,65 +198,24 @@ class ResizeHandler(ApiHandler):
         self.send_json(service.public(run))
 
 
-class ProcessStreamSocket(ApiWebSocket):
-    """``WS /api/v1/ws/processes/{id}?after=``: hello, stored output after ``after``, live output, ``exit``.
+class ProcessStreamSocket(RunOutputSocket):
+    """``WS /api/v1/ws/processes/{id}?after=``: hello, stored output after ``after``, live output, ``exit``;
+    a terminal's output as binary frames from a byte offset (``stream.py`` has the pipes' pump)."""
 
-    Output is read from disk in batches, so every client follows at its own
-    pace and the process never waits for one; a client whose socket takes
-    nothing for ``STALL_S`` while it is more than 4 MiB behind is closed with
-    1013 (it reconnects with ``?after=``).
-    """
-
-    STALL_S = 5.0
-    run: Run
-    after = 0
-    closing = False
-
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        self.run = self.ctx.processes.get(kwargs.get("process_id") or args[0])  # 404 before the upgrade
-        self.after = self.query_after()
-        await super().get(*args, **kwargs)
-
-    async def open(self, *args: Any, **kwargs: Any) -> None:
-        super().open(*args, **kwargs)
-        self.set_nodelay(True)
-        self.more = asyncio.Event()
-        self.run.listen(self.more)
-        self.pump = asyncio.ensure_future(self._pump())
+    end_reason = "process ended"
 
     @property
-    def service(self) -> ProcessService:
+    def engine(self) -> ProcessService:
         return self.ctx.processes
 
-    async def _pump(self) -> None:
-        try:
-            if self.run.is_terminal:
-                await self._pump_terminal()
-            else:
-                await self._pump_pipes()
-        except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
-            pass
-        except Exception:
-            log.exception("streaming process %s failed", self.run.id)
-            self._close(1011, "internal error: reconnect with ?after=")
-
-    async def _sent(self, written: Any, position: int, head: Callable[[], int]) -> bool:
-        """Wait until the socket took a write; False (and 1013) when the client stalls too far behind."""
-        while True:
-            try:
-                await asyncio.wait_for(asyncio.shield(written), self.STALL_S)
-                return True
-            except asyncio.TimeoutError:
-                if head() - position > BEHIND_LIMIT:
-                    self._close(1013, "too far behind: reconnect with ?after=")
-                    return False
-
-    def _close(self, code: int, reason: str) -> None:
-        self.closing = True
-        self.close(code, reason)
+    async def pump_output(self) -> None:
+        if self.run.is_terminal:
+            await self._pump_terminal()
+        else:
+            await self.pump_pipes({"type": "hello", "process": self.engine.public(self.run)})
 
     async def _pump_terminal(self) -> None:
-        run, service = self.run, self.service
+        run, service = self.run, self.engine
         terminal_log = run.terminal_log
         assert terminal_log is not None
         position = min(self.after, terminal_log.end)
@@ -278,70 +229,21 @@ class ProcessStreamSocket(ApiWebSocket):
             begin, data = await service.read_terminal(run, position, STREAM_BATCH)
             if begin > position:
                 # The scrollback moved past what this client has: it fell behind.
-                self._close(1013, "too far behind: reconnect with ?after=")
+                self.close_with(1013, "too far behind: reconnect with ?after=")
                 return
             if data:
                 position = begin + len(data)
                 written = self.write_message(data, binary=True)
-                if not await self._sent(written, position, lambda: terminal_log.end):
+                if not await self.sent(written, position, lambda: terminal_log.end):
                     return
                 continue
             if ended:
-                self._end()
+                self.end()
                 return
             await self.more.wait()
-
-    async def _pump_pipes(self) -> None:
-        run, service = self.run, self.service
-        cursor = Cursor(self.after + 1)
-        first_seqs = run.output.first_seqs
-        truncated = bool(first_seqs) and first_seqs[0] > cursor.next_seq
-        self.send_message({"type": "hello", "process": service.public(run), "truncated": truncated})
-        sent = 0  # output bytes (about) this client has been sent
-        queued: Any = None  # the newest live batch given to the socket: one more may be queued behind it
-        while not self.closing:
-            self.more.clear()
-            ended = run.ended.is_set()
-            frames = service.read_live(run, cursor, LIVE_BATCH)
-            if frames:
-                # The newest output, framed once for every live client; two batches on the socket at most, so
-                # that the next one is ready when the kernel takes the first (the frames are shared, not copied).
-                earlier, queued = queued, self.write_prepared_frames(frames)
-                sent += sum(len(frame) for frame in frames)
-                position = sent + run.output_dropped_bytes
-                if earlier is not None and not await self._sent(earlier, position, lambda: run.record["output_bytes"]):
-                    return
-                continue
-            if frames is not None:  # in the window, and nothing newer
-                if ended:
-                    self._end()
-                    return
-                await self.more.wait()
-                continue
-            wanted = cursor.next_seq
-            lines, skipped = await service.read(run, cursor, STREAM_BATCH)
-            if skipped:
-                # Older output than the process keeps on disk: say so, and go on from what is kept.
-                self.send_message({"type": "output_dropped", "frames": skipped, "next_seq": wanted + skipped})
-            if lines:
-                earlier, queued = queued, self.write_text_frames(lines)
-                sent += sum(len(line) for line in lines)
-                position = sent + run.output_dropped_bytes
-                if earlier is not None and not await self._sent(earlier, position, lambda: run.record["output_bytes"]):
-                    return
-                continue
-            if ended:
-                self._end()
-                return
-            await self.more.wait()
-
-    def _end(self) -> None:
-        self.closing = True
-        self.send_message(self.run.exit_frame())
-        self.close(1000, "process ended")
 
     async def on_message(self, message: str | bytes) -> None:
-        service = self.service
+        service = self.engine
         try:
             if isinstance(message, bytes):
                 await service.write_input(self.run, message)
@@ -370,11 +272,3 @@ class ProcessStreamSocket(ApiWebSocket):
                     "error": {"code": exc.code, "message": exc.message, "details": exc.details},
                 }
             )
-
-    def on_close(self) -> None:
-        super().on_close()
-        self.closing = True
-        run = getattr(self, "run", None)
-        if run is not None and hasattr(self, "more"):
-            run.unlisten(self.more)
-            self.more.set()

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any
 
-import tornado.iostream
-import tornado.websocket
-
-from wsruntime_ext.base import ApiError, ApiHandler, ApiWebSocket
-from wsruntime_ext.processes.live import LIVE_BATCH
-from wsruntime_ext.processes.runs import Cursor
+from wsruntime_ext.base import ApiError, ApiHandler
+from wsruntime_ext.processes.stream import RunOutputSocket
 from wsruntime_ext.scripts.discovery import usable_env_name
 from wsruntime_ext.scripts.service import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, STATUSES, ScriptRun, ScriptService
 
 MAX_ARGS = 1000
 MAX_ENV = 1000
 MAX_VALUE = 128 << 10  # one argument or environment value (the kernel's own limit per string)
-STREAM_BATCH = 1 << 20  # bytes of frames read from disk per step of a streaming client
-CLIENT_STALL_S = 30.0  # a socket that takes nothing for this long is closed with 1013
 
 
 def run_options(body: dict[str, Any]) -> tuple[list[str], dict[str, str], float]:
@@ -112,59 +105,12 @@ class RunHandler(ApiHandler):
         self.send_json(await service.cancel(service.get(run_id)))
 
 
-class RunStreamSocket(ApiWebSocket):
+class RunStreamSocket(RunOutputSocket):
     """``WS /api/v1/ws/scripts/runs/{run_id}?after=SEQ``: stored output after SEQ, then live, then ``exit``."""
 
-    run: ScriptRun
-    after = 0
-    closing = False
-
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        self.run = self.ctx.scripts.get(kwargs.get("run_id") or args[0])  # 404 before the upgrade
-        self.after = self.query_after()
-        await super().get(*args, **kwargs)
-
-    async def open(self, *args: Any, **kwargs: Any) -> None:
-        super().open(*args, **kwargs)
-        self.set_nodelay(True)
-        self.more = asyncio.Event()
-        self.run.listen(self.more)
-        self.pump = asyncio.ensure_future(self._pump())
-
-    async def _pump(self) -> None:
-        run = self.run
-        service = self.ctx.scripts
-        cursor = Cursor(self.after + 1)
-        try:
-            while not self.closing:
-                self.more.clear()
-                ended = run.ended.is_set()  # read before the frames: an end seen here has all its output stored
-                frames = service.read_live(run, cursor, LIVE_BATCH)  # the newest output, framed once for all
-                if frames is None:
-                    wanted = cursor.next_seq
-                    lines, skipped = await service.read(run, cursor, STREAM_BATCH)
-                    if skipped:
-                        # Older output than the run keeps on disk: say so, and go on from what is kept.
-                        self.send_message({"type": "output_dropped", "frames": skipped, "next_seq": wanted + skipped})
-                    last = self.write_text_frames(lines) if lines else None
-                else:
-                    last = self.write_prepared_frames(frames) if frames else None
-                if last is not None:
-                    try:
-                        await asyncio.wait_for(asyncio.shield(last), CLIENT_STALL_S)
-                    except asyncio.TimeoutError:
-                        self.closing = True
-                        self.close(1013, "too far behind: reconnect with ?after=<last seq>")
-                        return
-                    continue
-                if ended:  # and everything stored has been sent (a frame that failed to store never comes)
-                    self.closing = True
-                    self.send_message(run.exit_frame())
-                    self.close(1000, "run ended")
-                    return
-                await self.more.wait()
-        except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
-            pass
+    @property
+    def engine(self) -> ScriptService:
+        return self.ctx.scripts
 
     def on_message(self, message: str | bytes) -> None:
         self.send_message(
@@ -174,11 +120,3 @@ class RunStreamSocket(ApiWebSocket):
                 "error": {"code": "unknown_frame", "message": "This stream takes no messages", "details": {}},
             }
         )
-
-    def on_close(self) -> None:
-        super().on_close()
-        self.closing = True
-        run = getattr(self, "run", None)
-        if run is not None and hasattr(self, "more"):
-            run.unlisten(self.more)
-            self.more.set()

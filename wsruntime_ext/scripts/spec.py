@@ -206,7 +206,8 @@ openapi: dict[str, Any] = {
                 '"stream": "stdout"|"stderr", "data"}`; when the run has ended, one `{"type": "exit", "code", '
                 '"status", "signal"}` frame, then close 1000. Output older than the run keeps '
                 '(--script-output-limit) is replaced by one `{"type": "output_dropped", "frames", "next_seq"}` '
-                "frame. A socket that takes nothing for 30 s is closed with 1013: reconnect with `?after=`.",
+                "frame. A client more than 4 MiB behind whose socket takes nothing for 5 s is closed with 1013: "
+                "reconnect with `?after=` (the same stream as a process's, `WS /api/v1/ws/processes/{id}`).",
                 [TAG],
                 [_RUN_ID, query_param("after", {"type": "integer", "minimum": 0}, "replay only seq > after")],
             )
