@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from wsruntime_ext.base import ApiHandler, ApiWebSocket
+from wsruntime_ext.base import ApiHandler
 from wsruntime_ext.openapi import route
+from wsruntime_ext.websocket import ApiWebSocket
 
 
 class EchoHandler(ApiHandler):

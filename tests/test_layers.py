@@ -10,7 +10,20 @@ import ast
 import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "wsruntime_ext"
-GROUND_FLOOR = {"base", "config", "context", "paths", "procs", "hub", "stats", "globs", "openapi", "versions"}
+GROUND_FLOOR = {
+    "base",
+    "config",
+    "context",
+    "globs",
+    "hub",
+    "openapi",
+    "paths",
+    "procs",
+    "security",
+    "stats",
+    "versions",
+    "websocket",
+}
 FEATURES = {
     "agents",
     "docs",

@@ -1,25 +1,17 @@
-"""The ground floor every endpoint stands on: one error shape, auth, origin and host checks.
+"""The ground floor every HTTP endpoint stands on: one error shape, the security and query checks.
 
 API.md "Conventions": errors are ``{"error": {"code", "message", "details"}}``;
-a configured token is required everywhere but ``/health``, ``/openapi.json``
-and ``/docs``; CORS and WebSocket origins are checked against
-``--allow-origin`` (same origin by default); without a token, a ``Host`` that
-is not loopback or this machine is refused (DNS rebinding).
+the Host, Origin and token rules live in ``security.py`` and are applied
+here (``JsonErrorsMixin``, shared with ``websocket.ApiWebSocket``); bodies
+are bounded, and a refusal never breaks a keep-alive connection.
 """
 
 from __future__ import annotations
 
-import functools
-import hmac
 import http.client
-import ipaddress
 import json
 import logging
 import re
-import socket
-import struct
-import time
-import urllib.parse
 from asyncio import Future
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
@@ -31,6 +23,7 @@ from wsruntime_ext import __version__
 
 if TYPE_CHECKING:
     from wsruntime_ext.context import Context
+    from wsruntime_ext.security import Security
 
 log = logging.getLogger("wsruntime")
 access_log = logging.getLogger("wsruntime.access")
@@ -108,109 +101,6 @@ def implemented_methods(handler_class: type) -> list[str]:
     """The HTTP methods a handler class really implements (Tornado's defaults answer 405)."""
     unimplemented = tornado.web.RequestHandler._unimplemented_method
     return [m for m in HTTP_METHODS if getattr(handler_class, m.lower(), unimplemented) is not unimplemented]
-
-
-def _host_only(host_header: str) -> str:
-    """``[::1]:3002`` → ``::1``, ``Example.COM:80`` → ``example.com``."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    if host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    return host.rstrip(".")
-
-
-@functools.lru_cache(maxsize=256)  # asked on every request without a token; ipaddress parses slowly
-def _is_loopback_name(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _origin_host_port(origin: str) -> str | None:
-    """``http://Example.com`` → ``example.com:80``; None when it is not an http(s) origin."""
-    try:
-        parts = urllib.parse.urlsplit(origin)
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    port = port or (443 if parts.scheme == "https" else 80)
-    host = parts.hostname
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _request_host_port(host_header: str, scheme: str) -> str:
-    host = _host_only(host_header)
-    port_text = host_header.rsplit("]", 1)[-1] if host_header.startswith("[") else host_header
-    port = port_text.rsplit(":", 1)[1] if ":" in port_text else ("443" if scheme == "https" else "80")
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class Security:
-    """Host, origin and token rules, computed once from the Config and shared by every handler."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.config = ctx.config
-        self._token = ctx.config.token.encode() if ctx.config.token else None
-        self._allowed_origins = set(ctx.config.allow_origins)
-        self._known_hosts: set[str] = set()
-        self._known_hosts_at = 0.0
-        self._extra_hosts = {_host_only(ctx.config.host)}
-        for origin in self._allowed_origins:
-            host = urllib.parse.urlsplit(origin).hostname if origin != "*" else None
-            if host:
-                self._extra_hosts.add(host.lower())
-
-    def token_ok(self, supplied: str | None) -> bool:
-        if self._token is None:
-            return True
-        if not supplied:
-            return False
-        return hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"), self._token)
-
-    def origin_ok(self, origin: str, host_header: str, scheme: str) -> bool:
-        """Same origin (the Origin's host and port are the request's Host), or explicitly allowed."""
-        normal = origin.strip().rstrip("/").lower()
-        if normal in self._allowed_origins or self.config.allow_any_origin:
-            return True
-        origin_hp = _origin_host_port(normal)
-        return origin_hp is not None and origin_hp == _request_host_port(host_header, scheme)
-
-    def host_ok(self, host_header: str) -> bool:
-        """DNS-rebinding guard, applied only when no token is configured."""
-        if self._token is not None:
-            return True
-        host = _host_only(host_header)
-        if _is_loopback_name(host) or host in self._extra_hosts:
-            return True
-        if self.config.host in ("0.0.0.0", "::", ""):
-            # Bound to every interface: this machine's own names and addresses are its host too.
-            return host in self._machine_hosts()
-        return False
-
-    def _machine_hosts(self) -> set[str]:
-        now = time.monotonic()
-        if now - self._known_hosts_at > 5.0:
-            self._known_hosts_at = now
-            hosts = {socket.gethostname().lower(), socket.getfqdn().lower()}
-            try:
-                import psutil
-
-                for addrs in psutil.net_if_addrs().values():
-                    hosts.update(
-                        a.address.split("%", 1)[0].lower()
-                        for a in addrs
-                        if a.family in (socket.AF_INET, socket.AF_INET6)
-                    )
-            except Exception:  # psutil missing or the interfaces unreadable: names only
-                log.debug("cannot list this machine's addresses", exc_info=True)
-            self._known_hosts = hosts
-        return self._known_hosts
 
 
 class JsonErrorsMixin:
@@ -575,134 +465,3 @@ class NotFoundHandler(ApiHandler):
             self.refuse(error)
             return
         self.refuse(ApiError(404, "not_found", f"No such endpoint: {self.request.method} {self.request.path}"))
-
-
-class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
-    """Base of every WebSocket: the same security before the upgrade, JSON errors, shutdown tracking."""
-
-    token_in_query = True
-
-    def set_default_headers(self) -> None:
-        self.set_header("Server", SERVER_HEADER)
-
-    def prepare(self) -> Awaitable[None] | None:
-        self.check_security()
-        self.check_query()
-        return None
-
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        # Tornado answers a broken handshake in plain text: check it here, for a JSON answer.
-        headers = self.request.headers
-        if headers.get("Upgrade", "").lower() != "websocket":
-            raise ApiError(
-                400, "websocket_required", "This endpoint is a WebSocket: send an Upgrade: websocket request"
-            )
-        if not any(part.strip().lower() == "upgrade" for part in headers.get("Connection", "").split(",")):
-            raise ApiError(400, "websocket_required", "A WebSocket handshake needs Connection: Upgrade")
-        if not headers.get("Sec-WebSocket-Key"):
-            raise ApiError(400, "websocket_required", "A WebSocket handshake needs a Sec-WebSocket-Key header")
-        if headers.get("Sec-WebSocket-Version") not in ("7", "8", "13"):
-            raise ApiError(426, "upgrade_required", "Unsupported WebSocket version: use 13", supported=["13"])
-        await super().get(*args, **kwargs)
-
-    def check_origin(self, origin: str) -> bool:
-        return True  # already checked, with a JSON answer, in prepare()
-
-    def query_after(self) -> int:
-        """``?after=SEQ`` of a replaying stream (default 0: everything), or 400 before the upgrade."""
-        text = self.query("after", "0") or "0"
-        if not text.isdigit() or len(text) > 15:
-            raise ApiError(400, "invalid_parameter", "after must be a non-negative integer", parameter="after")
-        return int(text)
-
-    def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
-        self.ctx.websockets.add(self)
-        return None
-
-    def on_close(self) -> None:
-        self.ctx.websockets.discard(self)
-
-    def send_message(self, message: dict[str, Any]) -> None:
-        """Send one JSON frame; a socket that already closed is ignored."""
-        try:
-            self.write_message(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
-        except tornado.websocket.WebSocketClosedError:
-            pass
-
-    def write_text_frames(self, payloads: list[bytes]) -> Awaitable[None] | None:
-        """Send UTF-8 JSON texts as text frames in one write to the socket (one syscall, not one per frame).
-
-        Raises WebSocketClosedError when the socket is closed; the result resolves when the socket took them.
-        """
-        conn = self.ws_connection
-        stream = getattr(conn, "stream", None)
-        if conn is None or conn.is_closing():
-            raise tornado.websocket.WebSocketClosedError()
-        if stream is None or getattr(conn, "_compressor", None) is not None:
-            last = None  # a connection we cannot frame for ourselves (compression): one message at a time
-            for payload in payloads:
-                last = self.write_message(payload.decode("utf-8", "surrogateescape"))
-            return last
-        # Small frames are joined into one write; a large payload goes after its header without being copied.
-        written: Awaitable[None] | None = None
-        small: list[bytes] = []
-        for payload in payloads:
-            if len(payload) < PREPARED_JOIN:
-                small.append(text_frame(payload))
-                continue
-            small.append(text_frame_header(len(payload)))
-            stream.write(b"".join(small))
-            small = []
-            written = stream.write(payload)
-        if small:
-            written = stream.write(b"".join(small))
-        return written
-
-    def write_prepared_frames(self, frames: list[bytes]) -> Awaitable[None] | None:
-        """Send WebSocket text frames built by :func:`text_frame` (shared by clients: never copied per client).
-
-        Small frames go in one write; large ones each in its own (tornado keeps them as views, not copies).
-        Raises WebSocketClosedError when the socket is closed; the result resolves when the socket took them.
-        """
-        conn = self.ws_connection
-        stream = getattr(conn, "stream", None)
-        if conn is None or conn.is_closing():
-            raise tornado.websocket.WebSocketClosedError()
-        if stream is None or getattr(conn, "_compressor", None) is not None:
-            return self.write_text_frames([frame_payload(frame) for frame in frames])
-        written: Awaitable[None] | None = None
-        small: list[bytes] = []
-        for frame in frames:
-            if len(frame) < PREPARED_JOIN:
-                small.append(frame)
-                continue
-            if small:
-                stream.write(b"".join(small))
-                small = []
-            written = stream.write(frame)
-        if small:
-            written = stream.write(b"".join(small))
-        return written
-
-
-PREPARED_JOIN = 16 << 10  # prepared frames smaller than this are joined into one write
-
-
-def frame_payload(frame: bytes) -> bytes:
-    """The payload of a frame built by :func:`text_frame`."""
-    size = frame[1]
-    return frame[2:] if size < 126 else frame[4:] if size == 126 else frame[10:]
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, final WebSocket text frame (RFC 6455 §5.2), as a server sends it."""
-    return text_frame_header(len(payload)) + payload
-
-
-def text_frame_header(size: int) -> bytes:
-    """The header of :func:`text_frame` for a payload of ``size`` bytes."""
-    if size < 126:
-        return bytes((0x81, size))
-    if size < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, size)
-    return struct.pack("!BBQ", 0x81, 127, size)

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from wsruntime_ext.base import Security
 from wsruntime_ext.config import Config
 from wsruntime_ext.hub import EventHub
 from wsruntime_ext.procs import ProcessRegistry
+from wsruntime_ext.security import Security
 
 if TYPE_CHECKING:
     from wsruntime_ext.agents import AgentService

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 import tornado.iostream
 import tornado.websocket
 
-from wsruntime_ext.base import ApiError, ApiWebSocket, log
+from wsruntime_ext.base import ApiError, log
 from wsruntime_ext.hub import TOPICS, Subscription, SubscriptionClosed
 from wsruntime_ext.openapi import query_param, route, websocket_operation
 from wsruntime_ext.stats import SystemStats
 from wsruntime_ext.watch import Watcher
+from wsruntime_ext.websocket import ApiWebSocket
 
 if TYPE_CHECKING:
     from wsruntime_ext.context import Context

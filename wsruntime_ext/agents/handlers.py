@@ -13,8 +13,9 @@ import tornado.websocket
 from wsruntime_ext.agents.adapter import OPTION_FIELDS, AgentAdapter, SessionOptions
 from wsruntime_ext.agents.service import STATUSES, public
 from wsruntime_ext.agents.session import AgentSession
-from wsruntime_ext.base import ApiError, ApiHandler, ApiWebSocket
+from wsruntime_ext.base import ApiError, ApiHandler
 from wsruntime_ext.paths import resolve_in_workspace
+from wsruntime_ext.websocket import ApiWebSocket
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
 BATCH = 256  # frames written before waiting for the socket to take them

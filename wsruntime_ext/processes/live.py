@@ -100,7 +100,7 @@ class OutputWindow:
         self.size = 0
 
     def add(self, seq: int, frame: bytes, segment: int, offset: int) -> None:
-        """A frame built by ``base.text_frame``."""
+        """A frame built by ``websocket.text_frame``."""
         self.frames.append(LiveFrame(seq, frame, segment, offset))
         self.size += len(frame)
         while self.size > self.limit and len(self.frames) > 1:

@@ -24,8 +24,8 @@ import re
 import shutil
 from typing import IO, Any, Callable
 
-from wsruntime_ext.base import text_frame_header
 from wsruntime_ext.paths import atomic_write
+from wsruntime_ext.websocket import text_frame_header
 
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 _JSON_PLAIN = bytes(c for c in range(32, 127) if c not in b'"\\')  # ASCII that a JSON string holds as it is
@@ -67,7 +67,7 @@ class OutputLog:
     def append(self, seq: int, stream: str, data: str) -> bytes:
         """One output frame: written to the newest segment (a new one when it is full).
 
-        Returns it as a WebSocket text frame (see ``base.text_frame``), whose payload is the line stored.
+        Returns it as a WebSocket text frame (see ``websocket.text_frame``), whose payload is the line stored.
         """
         return self._append(seq, stream, _encode_string(data).encode("utf-8", "surrogatepass"))
 

@@ -16,10 +16,10 @@ from typing import Any, Callable
 import tornado.iostream
 import tornado.websocket
 
-from wsruntime_ext.base import ApiWebSocket
 from wsruntime_ext.processes.engine import Run, RunEngine
 from wsruntime_ext.processes.live import LIVE_BATCH
 from wsruntime_ext.processes.runs import Cursor
+from wsruntime_ext.websocket import ApiWebSocket
 
 log = logging.getLogger("wsruntime.processes")
 
