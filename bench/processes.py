@@ -13,7 +13,7 @@ workspace and measures:
    clients' own CPU is not what is measured on two cores) reading every frame to the close
    (MiB/s per client = N / time to its exit frame; bytes
    each received; ``output_dropped`` markers when a client fell behind what is kept on disk);
-5. the runtime's RSS before 4 and its peak during it (sampled every 20 ms).
+5. the runtime's RSS before 4 and its peak during it (sampled every 5 ms).
 
 Goals (issue 17): echo p99 ≤ 5 ms on loopback, output ≥ 0.5 × the raw pipe, RSS growth < 16 MiB.
 """
@@ -44,6 +44,9 @@ import tornado.websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import free_port, start_runtime, stop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.memory import PeakRss
 
 MIB = 1 << 20
 SHELL = ["bash", "--norc", "--noprofile"]
@@ -223,16 +226,7 @@ def read_stream(host: str, port: int, path: str) -> tuple[int, int]:
 async def output_runtime(url: str, server: psutil.Process, mib: int, clients: int, top: float) -> None:
     http = tornado.httpclient.AsyncHTTPClient()
     baseline = server.memory_info().rss
-    peak = baseline
-    sampling = True
-
-    async def sample() -> None:
-        nonlocal peak
-        while sampling:
-            peak = max(peak, server.memory_info().rss)
-            await asyncio.sleep(0.02)
-
-    sampler = asyncio.ensure_future(sample())
+    sampler = PeakRss(server.pid).__enter__()  # sampled in a thread (tests/memory.py) while the clients read
     started = time.perf_counter()
     r = await http.fetch(f"{url}/api/v1/processes", method="POST", body=json.dumps({"shell": output_command(mib)}))
     proc = json.loads(r.body)
@@ -246,8 +240,8 @@ async def output_runtime(url: str, server: psutil.Process, mib: int, clients: in
 
     results = await asyncio.gather(*(loop.run_in_executor(pool, client) for _ in range(clients)))
     pool.shutdown()
-    sampling = False
-    await sampler
+    sampler.__exit__()
+    peak = max(sampler.peak, baseline)
     r = await http.fetch(f"{url}/api/v1/processes/{proc['id']}")
     final: dict[str, Any] = json.loads(r.body)
     for index, (seconds, received, markers) in enumerate(results):

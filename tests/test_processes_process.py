@@ -20,6 +20,7 @@ import psutil
 import pytest
 import tornado.websocket
 
+from tests.memory import PeakRss
 from tests.test_scripts_process import call, start
 from wsruntime_ext.procs import _alive
 
@@ -164,36 +165,26 @@ async def test_output_to_three_clients_keeps_the_server_memory_flat(workspace: s
         status, _ = await call(url, "POST", "/api/v1/processes?wait=true", {"shell": "head -c 1000000 /dev/zero"})
         assert status == 200
         baseline = server.memory_info().rss
-        peak = baseline
-        sampling = True
+        with PeakRss(server.pid) as sampler:
+            body = {"shell": f"head -c {size} /dev/zero | tr '\\0' x"}
+            status, proc = await call(url, "POST", "/api/v1/processes", body)
+            assert status == 201
+            ws_url = url.replace("http://", "ws://") + f"/api/v1/ws/processes/{proc['id']}"
 
-        async def sample() -> None:
-            nonlocal peak
-            while sampling:
-                peak = max(peak, server.memory_info().rss)
-                await asyncio.sleep(0.02)
+            async def client() -> tuple[int, dict[str, Any] | None]:
+                ws = await tornado.websocket.websocket_connect(ws_url, max_message_size=64 * MIB)
+                received = 0
+                exit_frame = None
+                while (message := await asyncio.wait_for(ws.read_message(), 60)) is not None:
+                    frame = json.loads(message)
+                    if frame["type"] == "output":
+                        received += len(frame["data"])
+                    elif frame["type"] == "exit":
+                        exit_frame = frame
+                return received, exit_frame
 
-        sampler = asyncio.ensure_future(sample())
-        body = {"shell": f"head -c {size} /dev/zero | tr '\\0' x"}
-        status, proc = await call(url, "POST", "/api/v1/processes", body)
-        assert status == 201
-        ws_url = url.replace("http://", "ws://") + f"/api/v1/ws/processes/{proc['id']}"
-
-        async def client() -> tuple[int, dict[str, Any] | None]:
-            ws = await tornado.websocket.websocket_connect(ws_url, max_message_size=64 * MIB)
-            received = 0
-            exit_frame = None
-            while (message := await asyncio.wait_for(ws.read_message(), 60)) is not None:
-                frame = json.loads(message)
-                if frame["type"] == "output":
-                    received += len(frame["data"])
-                elif frame["type"] == "exit":
-                    exit_frame = frame
-            return received, exit_frame
-
-        results = await asyncio.gather(client(), client(), client())
-        sampling = False
-        await sampler
+            results = await asyncio.gather(client(), client(), client())
+        peak = max(sampler.peak, baseline)
         for _received, exit_frame in results:
             assert exit_frame == {"type": "exit", "code": 0, "signal": None, "status": "exited"}
         growth = peak - baseline
