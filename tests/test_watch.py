@@ -147,6 +147,38 @@ async def test_ignored_paths_are_silent(servers: ServerPool, backend: str) -> No
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+async def test_writes_through_the_api_report_their_target_never_a_temporary(servers: ServerPool, backend: str) -> None:
+    """A PUT (new, replace, streamed) and an upload land through ``.<name>.<hex>.wsrt-tmp``: clients see
+    the target appear or change, not the temporary file come and go."""
+    server = watched(servers, backend)
+    stream, name, top = await connect(server)
+    try:
+        for body in (b"one", b"two", b"x" * (300 << 10)):  # new, replaced, a body big enough to be streamed
+            response = await server.request("PUT", f"/api/v1/files/{name}/a.txt", raw=body)
+            assert response.status in (200, 201)
+        boundary = "b0undary"
+        form = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="up.txt"\r\n\r\n'
+            f"uploaded\r\n--{boundary}--\r\n"
+        ).encode()
+        response = await server.request(
+            "POST",
+            f"/api/v1/files/upload?path={name}",
+            raw=form,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert response.status == 201, response.body
+        write(f"{top}/.keep.wsrt-tmp.txt")  # only the runtime's own pattern is left out
+        await stream.expect_file(f"{name}/up.txt", "created", WITHIN)
+        events = stream.seen + await stream.collect(QUIET)
+        paths = {path for _, path in file_events(events)}
+        assert f"{name}/a.txt" in paths and f"{name}/.keep.wsrt-tmp.txt" in paths
+        assert not [p for p in paths if p.endswith(".wsrt-tmp")], paths
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_burst_of_writes_is_coalesced_and_the_last_is_reported(servers: ServerPool, backend: str) -> None:
     stream, name, top = await connect(watched(servers, backend))
     path = f"{top}/burst.txt"

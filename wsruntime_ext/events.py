@@ -6,19 +6,38 @@ and whatever other modules publish through the hub (``agent_session``,
 ``script_run``, ``process``, ``git_progress``). A client narrows what it gets with
 ``{"type": "subscribe", "topics": [...]}`` (or ``?topics=`` on connect),
 resumes after a reconnect with ``?after=<last seq>``, and gets an ``error``
-event — never a dropped connection — for a message it got wrong. A client
-that falls more than a queue's length behind is closed with 1013, so it can
-never slow the others.
+event — never a dropped connection — for a message it got wrong.
+
+Slow clients never slow the others, and every way of falling behind ends the
+same way, with 1013 (reconnect with ``?after=``), counted in ``/health``. The
+socket knows what a client has read, not just what the kernel took: every
+few hundred events (and every second while events flow, every 20 s on a
+quiet stream) it sends a WebSocket ping, and the client's pong confirms
+every event written before it (every WebSocket client answers pings as it
+reads). At most ``WINDOW`` events (``WINDOW_BYTES``) are out unconfirmed —
+enough for a checkout-sized burst to a client that reads — so the kernel's
+buffers never hide an unbounded backlog and a ping is never stuck behind
+more than a megabyte; beyond that events wait in the client's queue. A
+client whose queue fills (4,096 events) is closed with 1013 (``overflows``);
+one that answers no ping for ``PROBE_TIMEOUT_S`` — it stopped reading, or
+its network is gone — is closed with 1013 too (``stalls``); the events they
+were never sent are counted (``undelivered``). Tornado's own ping timeout,
+which closed such clients without a code, is not used here; and a client cut
+off is given time to read up to its close frame as long as it answers the
+pings sent before it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import re
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+import tornado.ioloop
 import tornado.iostream
 import tornado.websocket
 
@@ -34,6 +53,13 @@ if TYPE_CHECKING:
 
 WRITE_BATCH = 64  # frames written before waiting for the socket to take them
 CLOSE_TRY_AGAIN_LATER = 1013
+WINDOW = 4096  # events written but not yet confirmed read by a pong, at most
+WINDOW_BYTES = 1 << 20  # and their size: a client reading 50 KB/s still reaches each ping within the timeout
+PROBE_TIMEOUT_S = 20.0  # a client that answers no ping for this long is closed with 1013
+KEEPALIVE_S = 20.0  # a ping at least this often, also when nothing is sent
+TICK_S = 1.0  # how often every client's pings are looked at
+MAX_PROBES = 64  # pings awaiting their pong, at most (the oldest decides)
+CLOSE_WAIT_S = 20.0  # a client cut off has this long from its last pong to read up to its close frame
 
 
 class LiveEvents:
@@ -46,12 +72,24 @@ class LiveEvents:
             ctx.hub, config.workspace, config.state_dir, config.watch, config.watch_ignore, ctx.run_blocking
         )
         self.stats = SystemStats(ctx.hub, config.workspace, config.stats_interval, ctx.run_blocking)
+        self.clients: set[EventsSocket] = set()
+        self._ticker = tornado.ioloop.PeriodicCallback(self._tick, TICK_S * 1000)
 
     async def start(self) -> None:
         await self.watcher.start()
         self.stats.start()
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for client in tuple(self.clients):
+            try:
+                client.tick(now)
+            except Exception:
+                log.exception("checking an event client failed")
 
     async def stop(self) -> None:
+        self._ticker.stop()
         self.hub.close_all()
         await self.stats.stop()
         await self.watcher.stop()
@@ -64,6 +102,14 @@ class EventsSocket(ApiWebSocket):
     """One client's stream of events; its messages narrow the stream or ping."""
 
     subscription: Subscription | None = None
+    written = 0  # events written to the socket
+    written_chars = 0  # their size (characters of JSON)
+    confirmed = 0  # of those, how many the client has read (its pongs say)
+    confirmed_chars = 0
+
+    @property
+    def ping_interval(self) -> float:
+        return 0  # Tornado's pings are off: this socket sends its own, which also confirm what was read
 
     def prepare(self) -> Awaitable[None] | None:
         super().prepare()
@@ -87,32 +133,125 @@ class EventsSocket(ApiWebSocket):
         super().open(*args, **kwargs)
         hub = self.ctx.hub
         self.subscription = hub.subscribe(self.topics, after=self.after, on_overflow=self._fell_behind)
+        self.probe_every = WINDOW // 4
+        self._closing: Any = None  # the connection, once cut off with 1013 (see _cut_off)
+        # Pings awaiting their pong: (number, events written and their size before it, when it went out).
+        self.probes: collections.deque[tuple[int, int, int, float]] = collections.deque()
+        self.probe_count = 0
+        self.probed_mark = 0  # ``written`` when the last ping went out
+        self.last_probe_at = time.monotonic()
+        self._confirmation: asyncio.Future[None] | None = None
         live = self.ctx.live_events
         hello: dict[str, Any] = {"type": "hello", "seq": hub.last_seq, "topics": _topic_list(self.topics)}
         if live is not None:
             hello["watch"] = live.watcher.health()["backend"]
+            live.clients.add(self)
         # The one frame written before the pump starts: it comes first, and it is small.
         self.send_message(hello)
         self._pump_task = asyncio.ensure_future(self._pump(self.subscription))
         return None
 
     async def _pump(self, subscription: Subscription) -> None:
-        """Write queued events, awaiting the socket every batch: at most WRITE_BATCH frames are buffered."""
+        """Write queued events a batch at a time, awaiting the socket every batch; at most ``WINDOW`` events
+        (``WINDOW_BYTES``) are out unconfirmed (then it waits for a pong)."""
         try:
             while True:
                 first = await subscription.get()
                 future = self.write_message(first.text)
-                for event in subscription.get_nowait(WRITE_BATCH - 1):
+                rest = subscription.get_nowait(WRITE_BATCH - 1)
+                for event in rest:
                     future = self.write_message(event.text)
+                self.written += 1 + len(rest)
+                self.written_chars += len(first.text) + sum(len(event.text) for event in rest)
+                if self.written - self.probed_mark >= self.probe_every:
+                    self._probe()
                 await future
+                while self._window_full() and not subscription.closed:
+                    self._confirmation = asyncio.get_running_loop().create_future()
+                    await self._confirmation
+                if subscription.closed:
+                    return
         except (SubscriptionClosed, tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
             pass
         except Exception:
             log.exception("sending events failed")
             self.close(1011, "internal error")
 
+    # -- what the client has read: pings out, pongs back ------------------------------------------
+
+    def _window_full(self) -> bool:
+        return self.written - self.confirmed >= WINDOW or self.written_chars - self.confirmed_chars >= WINDOW_BYTES
+
+    def _probe(self) -> None:
+        """A ping whose pong confirms every event written before it."""
+        if len(self.probes) >= MAX_PROBES:
+            return
+        self.probe_count += 1
+        now = time.monotonic()
+        try:
+            self.ping(b"%d" % self.probe_count)
+        except tornado.websocket.WebSocketClosedError:
+            return
+        self.probes.append((self.probe_count, self.written, self.written_chars, now))
+        self.probed_mark = self.written
+        self.last_probe_at = now
+
+    def on_pong(self, data: bytes) -> None:
+        if not data.isdigit() or len(data) > 18:
+            return  # not one of our pings
+        number = int(data)
+        answered = None
+        while self.probes and self.probes[0][0] <= number:
+            answered = self.probes.popleft()
+        if self._closing is not None:
+            self._hold_open()  # cut off, but still reading its way to the close frame
+        if answered is not None and answered[1] > self.confirmed:
+            self.confirmed, self.confirmed_chars = answered[1], answered[2]
+            self._wake_pump()
+
+    def _wake_pump(self) -> None:
+        if self._confirmation is not None and not self._confirmation.done():
+            self._confirmation.set_result(None)
+
+    def tick(self, now: float) -> None:
+        """Every ``TICK_S``: cut off a client that answers no ping; ping where events went out unconfirmed."""
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
+            return
+        if self.probes and now - self.probes[0][3] > PROBE_TIMEOUT_S:
+            self._stalled()
+        elif self.written > self.probed_mark or now - self.last_probe_at >= KEEPALIVE_S:
+            self._probe()
+
+    def _stalled(self) -> None:
+        if self.subscription is not None:
+            self.subscription.stall()
+        self._cut_off(f"not reading: no answer to a ping for {PROBE_TIMEOUT_S:.0f} s; reconnect")
+
     def _fell_behind(self, subscription: Subscription) -> None:
-        self.close(CLOSE_TRY_AGAIN_LATER, f"too slow: more than {subscription.queue_size} events behind; reconnect")
+        self._cut_off(f"too slow: more than {subscription.queue_size} events behind; reconnect")
+
+    def _cut_off(self, reason: str) -> None:
+        """Close with 1013 and keep the connection while the client reads its way to the close frame.
+
+        Tornado drops a connection 5 s after its close frame; a slow client may still have up to ``WINDOW``
+        events to read before it, and a connection dropped under it refuses its pongs and loses the code.
+        So the drop waits ``CLOSE_WAIT_S`` from the last pong instead (the pings sent before the close
+        frame are answered as the client reads).
+        """
+        self._closing = self.ws_connection  # the handler forgets it on close
+        self.close(CLOSE_TRY_AGAIN_LATER, reason)
+        self._hold_open()
+
+    def _hold_open(self) -> None:
+        conn = self._closing
+        waiting = getattr(conn, "_waiting", None)  # Tornado's timer that drops the connection
+        stream = getattr(conn, "stream", None)
+        abort = getattr(conn, "_abort", None)
+        if waiting is None or stream is None or abort is None:
+            return
+        stream.io_loop.remove_timeout(waiting)
+        setattr(conn, "_waiting", stream.io_loop.add_timeout(stream.io_loop.time() + CLOSE_WAIT_S, abort))  # noqa: B010
 
     def on_message(self, message: str | bytes) -> None:
         subscription = self.subscription
@@ -156,8 +295,12 @@ class EventsSocket(ApiWebSocket):
 
     def on_close(self) -> None:
         super().on_close()
+        live = self.ctx.live_events
+        if live is not None:
+            live.clients.discard(self)
         if self.subscription is not None:
             self.subscription.close()
+            self._wake_pump()
 
 
 def _split_topics(text: str) -> list[str]:
@@ -200,8 +343,10 @@ openapi = {
                 "`process` events. "
                 'Send `{"type": "subscribe", "topics": ["file_changed", ...]}` to narrow the stream '
                 '(answered with `subscribed`), `{"type": "ping"}` for a `pong`; anything else is '
-                "answered with an `error` event. A client that falls more than 4096 events behind is "
-                "closed with code 1013; reconnect with `?after=<last seq seen>` to get what it missed "
+                "answered with an `error` event. The server pings every 1024 events and every 20 s, and sends at "
+                "most 4096 events (1 MiB) that no pong confirmed; a client whose queue of 4096 events fills, "
+                "or that answers no ping for 20 s, is closed with code 1013 (counted in `/health` `events`); "
+                "reconnect with `?after=<last seq seen>` to get what it missed "
                 "(or a `resync` when that is no longer kept). See the `*Event` schemas.",
                 ["events"],
                 [
@@ -287,6 +432,38 @@ openapi = {
                 "details": {"type": "object"},
                 "seq": _EVENT_SEQ,
             },
+        },
+        "SubscribedEvent": {
+            "type": "object",
+            "required": ["type", "topics"],
+            "description": "The answer to a `subscribe` message: the topics in effect now.",
+            "properties": {"type": {"const": "subscribed"}, "topics": {"type": "array", "items": {"type": "string"}}},
+        },
+        "PongEvent": {
+            "type": "object",
+            "required": ["type"],
+            "description": 'The answer to `{"type": "ping"}`.',
+            "properties": {"type": {"const": "pong"}},
+        },
+        "EventFrame": {
+            "description": "Any frame of `WS /api/v1/ws`, told apart by `type`",
+            "oneOf": [
+                {"$ref": f"#/components/schemas/{name}"}
+                for name in (
+                    "HelloEvent",
+                    "FileChangedEvent",
+                    "SystemStatsEvent",
+                    "ResyncEvent",
+                    "GitChangedEvent",
+                    "GitProgressEvent",
+                    "AgentSessionEvent",
+                    "ScriptRunEvent",
+                    "ProcessEvent",
+                    "SubscribedEvent",
+                    "PongEvent",
+                    "EventErrorEvent",
+                )
+            ],
         },
         "SubscribeMessage": {
             "type": "object",

@@ -10,7 +10,9 @@ own bounded queue, so a subscriber that stops reading never slows the
 publisher or the other subscribers: when its queue is full it is closed as
 *overflowed* (the WebSocket then closes with 1013) and whoever owns it can
 reconnect with ``after=<last seq seen>`` to get what it missed from the
-hub's history, or a ``resync`` when that history no longer reaches back.
+hub's history, or a ``resync`` when that history no longer reaches back. An
+owner that finds its reader gone quiet cuts it off with :meth:`Subscription.stall`.
+``stats()`` counts both kinds of cut-off and the events they never delivered.
 
 Everything here runs on the IOLoop's thread; it never blocks and never awaits.
 """
@@ -88,6 +90,7 @@ class Subscription:
         self.on_overflow = on_overflow
         self.closed = False
         self.overflowed = False
+        self.stalled = False
         self.dropped = 0  # events refused once the queue was full
         self._queue: collections.deque[Event] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -149,11 +152,22 @@ class Subscription:
         self.hub._remove(self)
         self._wake()
 
+    def stall(self) -> None:
+        """Cut off a subscriber whose reader stopped reading (its owner tells): counted, its queue dropped."""
+        if self.closed:
+            return
+        self.stalled = True
+        self.hub.stalls += 1
+        self.hub.undelivered += len(self._queue)
+        self._queue.clear()
+        self.close()
+
     def _overflow(self) -> None:
         if self.overflowed:
             return
         self.overflowed = True
         self.hub.overflows += 1
+        self.hub.undelivered += len(self._queue) + self.dropped
         self._queue.clear()  # nothing queued is worth sending to a subscriber that is cut off
         log.info("a subscriber fell %d events behind and is disconnected", self.queue_size)
         self.close()
@@ -174,7 +188,9 @@ class EventHub:
         self.topics: set[str] = set(TOPICS)
         self.last_seq = 0
         self.published = 0
-        self.overflows = 0
+        self.overflows = 0  # subscribers cut off for being queue_size events behind
+        self.stalls = 0  # subscribers cut off by their owner for not reading (Subscription.stall)
+        self.undelivered = 0  # events that cut-off subscribers never got
         self._subscribers: list[Subscription] = []
         self._history: collections.deque[Event] = collections.deque(maxlen=history)
         self._first_kept_seq = 1  # the oldest seq the history can still replay
@@ -269,6 +285,8 @@ class EventHub:
             "subscribers": len(self._subscribers),
             "last_seq": self.last_seq,
             "overflows": self.overflows,
+            "stalls": self.stalls,
+            "undelivered": self.undelivered,
         }
 
     # -- internals ----------------------------------------------------------------------

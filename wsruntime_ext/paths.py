@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import IO, Callable
 
 from wsruntime_ext.base import ApiError
+from wsruntime_ext.temps import TempRegistry, new_token, temp_name
 
 _CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
 _UMASK: int | None = None
@@ -339,17 +340,21 @@ def fsync_directory(path: str) -> None:
         os.close(fd)
 
 
+_EUID = os.geteuid()
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
 
 
-def _create_temp(directory: str, name: str) -> tuple[int, str]:
-    """A new, empty, exclusive temporary file beside ``name`` (cheaper than tempfile.mkstemp's name search)."""
+def _create_temp(directory: str, name: str, temps: TempRegistry | None) -> tuple[int, str, str | None]:
+    """A new, empty, exclusive temporary file beside ``name`` (cheaper than tempfile.mkstemp's name search),
+    recorded in ``temps`` first when given: (descriptor, path, token of its record)."""
+    if temps is not None:
+        return temps.create(directory, name, _TEMP_FLAGS, 0o600)
     for _ in range(100):
-        path = os.path.join(directory, f".{name[:64]}.{os.urandom(6).hex()}.wsrt-tmp")
+        path = temp_name(directory, name, new_token())
         try:
-            return os.open(path, _TEMP_FLAGS, 0o600), path
+            return os.open(path, _TEMP_FLAGS, 0o600), path, None
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no unused temporary name", directory)
@@ -365,16 +370,22 @@ class AtomicWriter:
     puts the temporary file elsewhere on the same file system — the nearest
     existing ancestor when the target's parents do not exist yet, so that
     nothing (not even an empty parent) appears unless the commit happens.
-    Blocking: call it from a thread pool, never on the IOLoop.
+    With ``temps`` the temporary file is recorded before it is created and
+    forgotten once it is gone, so that one a crash leaves is removed at the
+    next start (temps.py). Blocking: call it from a thread pool, never on the
+    IOLoop.
     """
 
-    def __init__(self, target: str, mode: int | None = None, temp_dir: str | None = None) -> None:
+    def __init__(
+        self, target: str, mode: int | None = None, temp_dir: str | None = None, temps: TempRegistry | None = None
+    ) -> None:
         self.target = target
         self.directory = os.path.dirname(target) or "."
         self.temp_dir = temp_dir or self.directory
         self._mode = mode
-        fd, self.temp_path = _create_temp(self.temp_dir, os.path.basename(target))
-        self.file: IO[bytes] = os.fdopen(fd, "wb")
+        self.temps = temps
+        fd, self.temp_path, self._token = _create_temp(self.temp_dir, os.path.basename(target), temps)
+        self.file: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 16)  # given: no isatty() probe
         self.size = 0
         self.created = False  # whether the commit created the target (rather than replacing it)
         self.created_dirs: list[str] = []  # parents the commit created, outermost first
@@ -449,15 +460,19 @@ class AtomicWriter:
         self._stamp(fd, old)
         if check is None and replace and self.temp_dir == self.directory and _load_renameat2() is not None:
             # Nothing to check and no parent to make: no section is needed, so writers of one file do not
-            # queue behind each other's renames. Renaming without replacing first tells, atomically,
-            # whether this commit created the file.
-            try:
-                rename_noreplace(self.temp_path, self.target)
-                self.created = True
-            except FileExistsError:
+            # queue behind each other's renames. For a file that did not exist, renaming without replacing
+            # first tells, atomically, whether this commit created it.
+            self.created = False
+            if old is None:
+                try:
+                    rename_noreplace(self.temp_path, self.target)
+                    self.created = True
+                except FileExistsError:
+                    pass
+            if not self.created:
                 os.rename(self.temp_path, self.target)
-                self.created = False
             self._done = True
+            self._forget()
             return
         with commit_lock(self.target):
             current = self._stat_target()
@@ -476,6 +491,7 @@ class AtomicWriter:
                 rename_noreplace(self.temp_path, self.target)
             self.created = old is None
             self._done = True
+        self._forget()
 
     def _stat_target(self) -> os.stat_result | None:
         try:
@@ -490,7 +506,7 @@ class AtomicWriter:
         """The old version's mode (and owner), and a modification time later than it and than any stamped before."""
         mode = self._mode if self._mode is not None else stat.S_IMODE(old.st_mode) if old else _default_file_mode()
         os.fchmod(fd, mode)
-        if old is not None and os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+        if old is not None and _EUID == 0 and (old.st_uid, old.st_gid) != (0, 0):
             os.fchown(fd, old.st_uid, old.st_gid)
         stamp = next_mtime_ns(old.st_mtime_ns if old is not None else None)
         os.utime(fd, ns=(stamp, stamp))
@@ -531,7 +547,14 @@ class AtomicWriter:
             os.unlink(self.temp_path)
         except FileNotFoundError:
             pass
+        self._forget()
         self.remove_created_dirs()
+
+    def _forget(self) -> None:
+        """The temporary file is gone (renamed or removed): drop its record."""
+        if self.temps is not None and self._token is not None:
+            self.temps.forget(self._token)
+            self._token = None
 
     def __enter__(self) -> AtomicWriter:
         return self
@@ -545,9 +568,11 @@ class AtomicWriter:
             self.abort()
 
 
-def atomic_write(target: str, data: bytes | Iterable[bytes], mode: int | None = None) -> os.stat_result:
+def atomic_write(
+    target: str, data: bytes | Iterable[bytes], mode: int | None = None, temps: TempRegistry | None = None
+) -> os.stat_result:
     """Replace ``target`` with ``data`` atomically (see :class:`AtomicWriter`)."""
-    with AtomicWriter(target, mode) as writer:
+    with AtomicWriter(target, mode, temps=temps) as writer:
         if isinstance(data, (bytes, bytearray, memoryview)):
             writer.write(bytes(data))
         else:

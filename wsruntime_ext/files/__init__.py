@@ -40,7 +40,7 @@ handlers = [
 
 
 async def startup(ctx: Context) -> None:
-    ctx.files = FileService(ctx.config)
+    ctx.files = FileService(ctx.config, ctx.temps)
     ctx.search = SearchService(ctx.config.workspace, ctx.files.state_dir, ctx.files.walk)
     backend: dict[str, Any] = {"search": {"backend": ctx.search.backend}}
     ctx.health_providers.append(lambda: backend)

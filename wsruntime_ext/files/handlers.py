@@ -408,13 +408,15 @@ class FileHandler(FilesHandler):
             return super().prepare()  # no coroutine for reads: they are the hot path
         return self._prepare_write()
 
-    async def _prepare_write(self) -> None:
+    def _prepare_write(self) -> Awaitable[None] | None:
+        """A small or JSON body is gathered (no coroutine: small writes are a hot path too); a streamed one
+        gets its temporary file before the body arrives."""
         try:
             self.json_write = self.format_option() == "json"
         except ApiError as error:
             super().prepare()
             self.refuse(error)
-            return
+            return None
         limit = self.ctx.config.max_upload_size
         length = self.request.headers.get("Content-Length", "")
         # A small body is simply gathered, then checked, written and landed in one trip to the thread pool.
@@ -427,7 +429,10 @@ class FileHandler(FilesHandler):
         self.limit_body(min(limit, JSON_WRITE_LIMIT) if self.json_write else limit)
         super().prepare()
         if self._finished or self._rejection is not None or self.json_write or self.small_write:
-            return
+            return None
+        return self._start_streamed_write()
+
+    async def _start_streamed_write(self) -> None:
         try:
             wp = self._write_path(self.path_kwargs["path"])
             self.writer = await self.run_blocking(self.files.start_write, wp, self.preconditions())
@@ -442,6 +447,12 @@ class FileHandler(FilesHandler):
         if path.endswith("/") and not wp.is_root:
             raise ApiError(400, "invalid_path", "A file path must not end with /", path=path)
         return wp
+
+    def _write_whole(
+        self, path: str, data: bytes, preconditions: Preconditions
+    ) -> tuple[WorkspacePath, dict[str, Any]]:
+        wp = self._write_path(path)
+        return wp, self.files.write_bytes(wp, data, preconditions)
 
     def _write_batch(self, data: bytes) -> None:
         assert self.writer is not None and self.target is not None
@@ -458,9 +469,9 @@ class FileHandler(FilesHandler):
     async def put(self, path: str) -> None:
         preconditions = self.preconditions()
         if self.json_write or self.small_write:
-            wp = self._write_path(path)
             data = self.files.decode_json_content(self.json_body()) if self.json_write else self.body_bytes
-            result = await self.run_blocking(self.files.write_bytes, wp, data, preconditions)
+            # The path is resolved in the same trip to the thread pool as the write (its lstat calls too).
+            wp, result = await self.run_blocking(self._write_whole, path, data, preconditions)
         else:
             assert self.pump is not None and self.writer is not None and self.target is not None
             wp = self.target

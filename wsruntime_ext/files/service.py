@@ -40,6 +40,7 @@ from wsruntime_ext.paths import (
     rename_noreplace,
     resolve_in_workspace,
 )
+from wsruntime_ext.temps import TempRegistry
 
 T = TypeVar("T")
 SMALL_FILE = 256 << 10  # read whole in the same thread hop as the open
@@ -143,8 +144,9 @@ class OpenedFile:
 class FileService:
     """Files in the workspace: list, read, write, delete, move, mkdir — blocking methods for the thread pool."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, temps: TempRegistry | None = None) -> None:
         self.root = config.workspace
+        self.temps = temps  # where every temporary file is recorded (temps.py)
         self.state_dir = os.path.realpath(config.state_dir)
         # Directory walks (listings, the Python search) get threads of their own, two at a time: a walk
         # releases the GIL for every stat, and many walks at once hand it around so often that each
@@ -314,9 +316,12 @@ class FileService:
         target = self.write_target(wp)
         # ``target`` is fully resolved, so its ancestors are real paths already; the descriptor check
         # below catches a directory swapped for a link since.
-        temp_dir = nearest_existing_directory(os.path.dirname(target))
         try:
-            writer = AtomicWriter(target, temp_dir=temp_dir)
+            try:
+                writer = AtomicWriter(target, temps=self.temps)  # the usual case: the parent exists
+            except (FileNotFoundError, NotADirectoryError):
+                temp_dir = nearest_existing_directory(os.path.dirname(target))
+                writer = AtomicWriter(target, temp_dir=temp_dir, temps=self.temps)
         except OSError as exc:
             raise os_error(exc, wp.rel, writing=True) from None
         if not fd_inside_workspace(writer.file.fileno(), self.root):

@@ -70,7 +70,33 @@ class StagedFile:
     wp: WorkspacePath
     writer: AtomicWriter
     backup: str | None = None  # a hard link to the file it replaced, until the request has landed
+    backup_token: str | None = None  # its record in the temporaries registry (temps.py)
     landed_ino: int | None = None
+
+    def make_backup(self) -> None:
+        """Keep the version the target has now reachable (a hard link under a recorded temporary name)."""
+        target = self.writer.target
+        temps = self.writer.temps
+        if temps is not None:
+            backup, self.backup_token = temps.reserve(os.path.dirname(target), os.path.basename(target))
+        else:
+            backup = f"{self.writer.temp_path}.old"
+        try:
+            os.link(target, backup)
+            self.backup = backup
+        except OSError:
+            self.forget_backup()  # hard links unsupported here: the old version cannot be restored
+
+    def drop_backup(self) -> None:
+        if self.backup is not None:
+            _unlink_quietly(self.backup)
+            self.backup = None
+        self.forget_backup()
+
+    def forget_backup(self) -> None:
+        if self.backup_token is not None and self.writer.temps is not None:
+            self.writer.temps.forget(self.backup_token)
+        self.backup_token = None
 
 
 class MultipartUpload:
@@ -227,8 +253,7 @@ class MultipartUpload:
             raise
         uploaded: list[dict[str, object]] = []
         for staged in self.staged:
-            if staged.backup is not None:
-                _unlink_quietly(staged.backup)
+            staged.drop_backup()
             try:
                 st = os.stat(staged.writer.target)
             except OSError:  # changed by someone else since: report what we wrote
@@ -241,13 +266,7 @@ class MultipartUpload:
         writer = staged.writer
         target = writer.target
         if self.overwrite and os.path.lexists(target):
-            # Keep the old version reachable until every file has landed.
-            backup = f"{writer.temp_path}.old"
-            try:
-                os.link(target, backup)
-                staged.backup = backup
-            except OSError:
-                staged.backup = None  # hard links unsupported here: the old version cannot be restored
+            staged.make_backup()  # the old version stays reachable until every file has landed
         try:
             st = writer.commit(replace=self.overwrite)
         except FileExistsError:
@@ -265,6 +284,7 @@ class MultipartUpload:
                 if staged.backup is not None:
                     os.rename(staged.backup, target)
                     staged.backup = None
+                    staged.forget_backup()
                 elif os.stat(target).st_ino == staged.landed_ino:
                     os.unlink(target)
             except OSError:
@@ -277,9 +297,7 @@ class MultipartUpload:
         for staged in self.staged:
             if not staged.writer._done:
                 staged.writer.abort()
-            if staged.backup is not None:
-                _unlink_quietly(staged.backup)
-                staged.backup = None
+            staged.drop_backup()
 
 
 def _version(st: os.stat_result) -> dict[str, object]:

@@ -74,6 +74,9 @@ _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len — then len bytes of N
 # (fs.inotify.max_queued_events) holds the rest meanwhile.
 READ_SIZE = 1 << 16
 MAX_READS_PER_WAKEUP = 1
+# Reads at most this often: events that come faster (the runtime's own writes under load make six each)
+# gather in the kernel meanwhile and are read together; an event after a quiet spell is read at once.
+READ_INTERVAL_S = 0.002
 MOVE_PAIR_WAIT_S = 0.05  # how long an IN_MOVED_FROM of a directory waits for its IN_MOVED_TO
 REPORT_CAP = 10_000  # entries found in a new directory reported one by one; beyond that, a resync
 
@@ -193,6 +196,8 @@ class InotifyBackend:
         self._walk_again = False
         self._io_loop: tornado.ioloop.IOLoop | None = None
         self._paused = False
+        self._last_read = 0.0
+        self._deferred: object | None = None  # the timer of a read put off (the handler is off meanwhile)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -220,7 +225,9 @@ class InotifyBackend:
         for _, timer in self._moves.values():
             timer.cancel()
         self._moves.clear()
-        if self._io_loop is not None and self.inotify.fd >= 0 and not self._paused:
+        if self._deferred is not None:
+            self._cancel_deferred()
+        elif self._io_loop is not None and self.inotify.fd >= 0 and not self._paused:
             self._io_loop.remove_handler(self.inotify.fd)
         with self.table.lock:  # a walker thread still running sees the closed fd as EBADF
             self.inotify.close()
@@ -228,7 +235,10 @@ class InotifyBackend:
     def pause(self) -> None:
         """Stop reading events, so they pile up in the kernel (tests provoke a real overflow with it)."""
         if self._io_loop is not None and not self._paused:
-            self._io_loop.remove_handler(self.inotify.fd)
+            if self._deferred is not None:
+                self._cancel_deferred()
+            else:
+                self._io_loop.remove_handler(self.inotify.fd)
             self._paused = True
 
     def resume(self) -> None:
@@ -373,6 +383,29 @@ class InotifyBackend:
     # -- events (on the IOLoop) ----------------------------------------------------------------
 
     def _on_readable(self, fd: int, events: int) -> None:
+        assert self._io_loop is not None
+        wait = self._last_read + READ_INTERVAL_S - self._io_loop.time()
+        if wait > 0:  # events come fast: let the next ones gather
+            self._io_loop.remove_handler(fd)
+            self._deferred = self._io_loop.call_later(wait, self._deferred_read)
+            return
+        self._read_now()
+
+    def _deferred_read(self) -> None:
+        self._deferred = None
+        if self._stopping or self._paused or self.inotify.fd < 0 or self._io_loop is None:
+            return
+        self._io_loop.add_handler(self.inotify.fd, self._on_readable, tornado.ioloop.IOLoop.READ)
+        self._read_now()
+
+    def _cancel_deferred(self) -> None:
+        if self._io_loop is not None and self._deferred is not None:
+            self._io_loop.remove_timeout(self._deferred)
+        self._deferred = None
+
+    def _read_now(self) -> None:
+        if self._io_loop is not None:
+            self._last_read = self._io_loop.time()
         try:
             self._read_all()
         except Exception:

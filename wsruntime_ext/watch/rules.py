@@ -12,6 +12,9 @@ adds patterns:
   segment, ``**`` crosses segments;
 - ``!node_modules`` removes that default, so it is reported again.
 
+The runtime's own temporary files (``.<name>.<hex>.wsrt-tmp``, a write in
+progress) are always left out: the write reports its target once it lands.
+
 Ignoring a directory ignores everything below it, and the watcher does not
 even look inside it (no inotify watch, no polling).
 """
@@ -24,6 +27,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from wsruntime_ext.globs import escape_glob, glob_to_regex
+from wsruntime_ext.temps import is_temp_name
 
 log = logging.getLogger("wsruntime.watch")
 
@@ -74,6 +78,8 @@ class IgnoreRules:
 
     def ignored_entry(self, rel: str, name: str, is_dir: bool) -> bool:
         """For a directory walk: is this entry left out, given that its parent was not?"""
+        if not is_dir and is_temp_name(name):
+            return True
         if self._names is not None and self._names.fullmatch(name):
             return True
         if is_dir and self._dir_names is not None and self._dir_names.fullmatch(name):
@@ -101,6 +107,8 @@ class IgnoreRules:
         """Is this path left out, looking at every segment (for events, which may come from anywhere)?"""
         if rel == "":
             return False
+        if not is_dir and is_temp_name(rel.rpartition("/")[2]):
+            return True  # a write in progress: its target's change is what gets reported
         parts = rel.split("/")
         last = len(parts) - 1
         for i, name in enumerate(parts):
