@@ -6,15 +6,22 @@ picks a behaviour by its first word: ``echo`` (a text and a result),
 ``crash`` (stderr, exit 3, no result), ``hang`` (print nothing, ever),
 ``garbage`` (non-JSON lines, then exit 1), ``flood N`` (N text lines as fast as
 it can, then a result), ``paced N RATE`` (N stamped lines at RATE a second),
-``long N`` (one text line of N bytes), ``spawn`` (a grandchild in its own
-session that sleeps, then hang). An ``interrupt``
+``long N`` (one text line of N bytes), ``stream N RATE`` (a text block as N stamped
+``stream_event`` deltas at RATE a second, then the block), ``wait FILE`` (half a block's deltas, the rest
+once FILE exists), ``spawn`` (a grandchild in its own
+session that sleeps, then hang), ``ask WORDS`` (a Bash tool call that asks
+permission with a ``can_use_tool`` control request, waits for the host's
+answer, then says ``permission allow`` or ``permission deny``), ``pwd`` (says its
+``PWD``). An ``interrupt``
 control request ends the running turn the way the CLI does.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -38,11 +45,18 @@ def text(content: str) -> dict:
     }
 
 
+def delta(content: str, index: int = 0) -> dict:
+    event = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": content}}
+    return {"type": "stream_event", "event": event, "session_id": SESSION}
+
+
 def result(content: str, is_error: bool = False) -> dict:
     return {"type": "result", "subtype": "success", "is_error": is_error, "result": content, "session_id": SESSION}
 
 
 interrupted = threading.Event()
+permission_counter = itertools.count(1)
+answers: queue.Queue[dict] = queue.Queue()  # control_response lines from the host (permission answers)
 
 
 def turn(prompt: str) -> None:
@@ -89,6 +103,33 @@ def turn(prompt: str) -> None:
             emit(text(f"paced {i} {time.time():.6f}"))
         emit(result(f"paced {count}"))
         return
+    if kind == "stream":
+        # A text block streamed as N stream_event deltas at RATE a second (each stamped with when it was
+        # written), then its complete assistant line and a result: what --include-partial-messages prints.
+        count, rate = int(words[1]), float(words[2])
+        start = time.monotonic()
+        parts = []
+        for i in range(count):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if interrupted.is_set():
+                return
+            part = f"<{i} {time.time():.6f}>"
+            parts.append(part)
+            emit(delta(part))
+        emit(text("".join(parts)))
+        emit(result(f"streamed {count}"))
+        return
+    if kind == "wait":
+        # Half a block, then nothing until the file named by the second word exists, then the rest.
+        emit(delta("first half "))
+        while not os.path.exists(words[1]) and not interrupted.is_set():
+            time.sleep(0.02)
+        emit(delta("second half"))
+        emit(text("first half second half"))
+        emit(result("waited"))
+        return
     if kind == "long":
         emit(text("x" * int(words[1])))
         emit(result("long done"))
@@ -98,6 +139,52 @@ def turn(prompt: str) -> None:
         emit(text(f"spawned {child.pid}"))
         while not interrupted.is_set():
             time.sleep(0.05)
+        return
+    if kind == "ask":
+        asked = next(permission_counter)
+        tool_id = f"toolu_fake_{asked}"
+        tool_input = {"command": " ".join(words[1:]) or "ls"}
+        tool_use = {"type": "tool_use", "id": tool_id, "name": "Bash", "input": tool_input}
+        emit(
+            {
+                "type": "assistant",
+                "message": {"model": "fake", "role": "assistant", "content": [tool_use]},
+                "session_id": SESSION,
+            }
+        )
+        emit(
+            {
+                "type": "control_request",
+                "request_id": f"perm-{os.getpid()}-{asked}",
+                "request": {
+                    "subtype": "can_use_tool",
+                    "tool_name": "Bash",
+                    "input": tool_input,
+                    "tool_use_id": tool_id,
+                },
+            }
+        )
+        answer = None
+        while answer is None and not interrupted.is_set():
+            try:
+                answer = answers.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        if answer is None:
+            return
+        behavior = answer.get("response", {}).get("response", {}).get("behavior", "?")
+        content: list[dict] = [
+            {"type": "tool_result", "tool_use_id": tool_id, "content": f"ran: {tool_input['command']}"}
+        ]
+        if behavior != "allow":
+            content = [{"type": "tool_result", "tool_use_id": tool_id, "content": "denied", "is_error": True}]
+        emit({"type": "user", "message": {"role": "user", "content": content}, "session_id": SESSION})
+        emit(text(f"permission {behavior}"))
+        emit(result(f"permission {behavior}"))
+        return
+    if kind == "pwd":  # the PWD the runtime gave it (opencode reads its project from PWD)
+        emit(text(f"pwd: {os.environ.get('PWD')}"))
+        emit(result(f"pwd: {os.environ.get('PWD')}"))
         return
     emit(text(f"echo: {prompt}"))
     emit(result(f"echo: {prompt}"))
@@ -110,6 +197,9 @@ def main() -> int:
     worker: threading.Thread | None = None
     for line in sys.stdin:
         msg = json.loads(line)
+        if msg.get("type") == "control_response":
+            answers.put(msg)
+            continue
         if msg.get("type") == "control_request":
             emit({"type": "control_response", "response": {"subtype": "success", "request_id": msg["request_id"]}})
             if msg["request"].get("subtype") == "interrupt" and worker is not None and worker.is_alive():

@@ -39,9 +39,25 @@ SHELL_NAMES = ("exec_command", "run_shell_command", "bash", "shell_command", "sh
 USAGE = {"input": 100, "output": 20}
 
 
-def reply(text: str = "", thinking: str = "", command: str | None = None, delay: float = 0.0) -> dict[str, Any]:
-    """One model response: optional thinking, a text, and optionally one shell tool call running ``command``."""
-    return {"text": text, "thinking": thinking, "command": command, "delay": delay}
+def reply(
+    text: str = "",
+    thinking: str = "",
+    command: str | None = None,
+    delay: float = 0.0,
+    call: tuple[str, dict[str, Any]] | None = None,
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    """One model response: optional thinking, a text, and optionally one tool call: a shell tool running
+    ``command``, or ``call`` = (tool name, arguments) as the CLI names it (an MCP tool: ``mcp_ping_ping``);
+    ``namespace`` is the Responses API's tool namespace (Codex offers MCP tools as namespace ``mcp__<server>``)."""
+    return {
+        "text": text,
+        "thinking": thinking,
+        "command": command,
+        "delay": delay,
+        "call": call,
+        "namespace": namespace,
+    }
 
 
 def api_error(status: int, message: str = "mock failure", retry_after_ms: int | None = None) -> dict[str, Any]:
@@ -144,6 +160,16 @@ class MockModels:
 
     @staticmethod
     def shell_call(chosen: dict[str, Any], tools: list[tuple[Any, Any]]) -> tuple[str, dict[str, Any]] | None:
+        if chosen.get("call") is not None:
+            name, args = chosen["call"]
+            offered = {n for n, _ in tools}
+            if chosen.get("namespace"):
+                assert chosen["namespace"] in offered, (
+                    f"no tool namespace {chosen['namespace']} among {sorted(offered)}"
+                )
+            else:
+                assert name in offered, f"no tool {name} among {sorted(offered)}"
+            return name, args
         if chosen.get("command") is None:
             return None
         by_name = dict(tools)
@@ -197,6 +223,12 @@ def _openai_error(chosen: dict[str, Any]) -> dict[str, Any]:
     return {"error": {"message": chosen.get("message"), "type": "server_error", "param": None, "code": "mock"}}
 
 
+def _halves(text: str) -> list[str]:
+    """A text as the two chunks it streams in (one when it is a single character)."""
+    half = len(text) // 2
+    return [c for c in (text[:half], text[half:]) if c]
+
+
 class _ResponsesHandler(_Base):
     """OpenAI Responses API (codex)."""
 
@@ -219,15 +251,29 @@ class _ResponsesHandler(_Base):
         events: list[dict[str, Any]] = [{"type": "response.created", "response": {"id": rid, "status": "in_progress"}}]
         output = 0
         if chosen["thinking"]:
-            item = {
-                "type": "reasoning",
-                "id": self.mock.next_id("rs"),
-                "summary": [{"type": "summary_text", "text": chosen["thinking"]}],
-            }
+            # Streamed as the real API does (added, deltas, done): codex app-server relays the deltas.
+            rs, thought = self.mock.next_id("rs"), chosen["thinking"]
+            added = {"type": "reasoning", "id": rs, "summary": []}
+            events.append({"type": "response.output_item.added", "output_index": output, "item": added})
+            at = {"item_id": rs, "output_index": output, "summary_index": 0}
+            part = {"type": "summary_text", "text": ""}
+            events.append({"type": "response.reasoning_summary_part.added", **at, "part": part})
+            for chunk in _halves(thought):
+                events.append({"type": "response.reasoning_summary_text.delta", **at, "delta": chunk})
+            events.append({"type": "response.reasoning_summary_text.done", **at, "text": thought})
+            item = {"type": "reasoning", "id": rs, "summary": [{"type": "summary_text", "text": thought}]}
             events.append({"type": "response.output_item.done", "output_index": output, "item": item})
             output += 1
         if chosen["text"]:
             mid = self.mock.next_id("msg")
+            added = {"type": "message", "id": mid, "role": "assistant", "status": "in_progress", "content": []}
+            events.append({"type": "response.output_item.added", "output_index": output, "item": added})
+            at = {"item_id": mid, "output_index": output, "content_index": 0}
+            text_part = {"type": "output_text", "text": "", "annotations": []}
+            events.append({"type": "response.content_part.added", **at, "part": text_part})
+            for chunk in _halves(chosen["text"]):
+                events.append({"type": "response.output_text.delta", **at, "delta": chunk})
+            events.append({"type": "response.output_text.done", **at, "text": chosen["text"]})
             message = {
                 "type": "message",
                 "id": mid,
@@ -247,6 +293,8 @@ class _ResponsesHandler(_Base):
                 "arguments": json.dumps(call[1]),
                 "status": "completed",
             }
+            if chosen.get("namespace"):
+                item["namespace"] = chosen["namespace"]
             events.append({"type": "response.output_item.done", "output_index": output, "item": item})
         usage = {
             "input_tokens": USAGE["input"],

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -31,6 +32,14 @@ def fake(servers: ServerPool) -> Iterator[ServerThread]:
     server.stop()
 
 
+async def test_the_agent_gets_its_cwd_as_pwd(fake: ServerThread) -> None:
+    """Like every subprocess: opencode takes its project (and its project settings) from PWD, not getcwd()."""
+    os.makedirs(os.path.join(fake.workspace, "pwd-sub"), exist_ok=True)
+    record = await create(fake, prompt="pwd", cwd="pwd-sub")
+    frames, _ = await stream(fake, record["id"])
+    assert frames[-2]["content"] == f"pwd: {os.path.join(fake.workspace, 'pwd-sub')}", frames
+
+
 async def test_fake_agent_is_detected(fake: ServerThread) -> None:
     agents = (await fake.request("GET", "/api/v1/agents")).body["agents"]
     assert [a["name"] for a in agents] == ["claude-code", "codex", "gemini", "qwen-code", "opencode"]
@@ -40,6 +49,8 @@ async def test_fake_agent_is_detected(fake: ServerThread) -> None:
         "version": "0.0.0-fake",
         "path": FAKE,
         "options": agents[0]["options"],
+        "capabilities": ["deltas", "interactive", "interrupt", "permission_prompts", "resume"],
+        "settings_files": agents[0]["settings_files"],  # tests/test_settings_agents.py checks them
     }
 
 
@@ -211,6 +222,23 @@ async def test_missing_cli_is_422(servers: ServerPool) -> None:
         assert response.body["error"]["details"]["binary"] == "/nonexistent/claude"
         agents = (await server.request("GET", "/api/v1/agents")).body["agents"]
         assert agents[0]["available"] is False and agents[0]["version"] is None
+    finally:
+        server.stop()
+
+
+async def test_a_slow_probe_of_another_cli_does_not_delay_a_session(servers: ServerPool, tmp_path: Any) -> None:
+    """Creating a session waits for its own agent's detection only, not for a CLI whose --version hangs."""
+    slow = os.path.join(os.fspath(tmp_path), "slow-codex")
+    with open(slow, "w", encoding="utf-8") as f:
+        f.write("#!/bin/sh\nsleep 4\necho 'codex-cli 0.0.1'\n")
+    os.chmod(slow, 0o755)
+    server = servers.fresh("--claude-bin", FAKE, "--codex-bin", slow)
+    try:
+        session = await create(server, prompt="hi")
+        assert server.runtime is not None
+        detection = server.runtime.ctx.agents._detection
+        assert detection is not None and not detection.done(), "the session waited for the slow probe"
+        await wait_status(server, session["id"], "completed")
     finally:
         server.stop()
 

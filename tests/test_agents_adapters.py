@@ -120,23 +120,25 @@ async def test_every_adapter_is_listed_with_its_options(replay: ServerThread) ->
         "available": True,
         "version": "0.0.1-replay",
         "path": REPLAY,
-        "options": ["model", "permission_mode", "resume"],
+        "options": ["model", "permission_mode", "resume", "interactive", "permission_prompts", "deltas"],
+        "capabilities": ["deltas", "interactive", "interrupt", "permission_prompts", "resume"],
+        "settings_files": agents["codex"]["settings_files"],  # tests/test_settings_agents.py checks them
     }
-    assert agents["opencode"]["options"] == ["model", "resume"]
+    assert agents["opencode"]["options"] == ["model", "resume", "interactive", "permission_prompts", "deltas"]
     assert agents["qwen-code"]["available"] is False and "interactive" in agents["qwen-code"]["options"]
     health = (await replay.request("GET", "/health")).body["agents"]
-    assert health["gemini"] == {k: agents["gemini"][k] for k in ("available", "version", "path", "options")}
+    keys = ("available", "version", "path", "options", "settings_files")
+    assert health["gemini"] == {k: agents["gemini"][k] for k in keys}
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
     [
         ({"agent": "opencode", "permission_mode": "yolo"}, "permission_mode"),
-        ({"agent": "codex", "interactive": True}, "interactive"),
         ({"agent": "gemini", "max_turns": 3}, "max_turns"),
         ({"agent": "gemini", "allowed_tools": ["Bash"]}, "allowed_tools"),
         ({"agent": "codex", "system_prompt": "be brief"}, "system_prompt"),
-        ({"agent": "qwen-code", "permission_prompts": True}, "permission_prompts"),
+        ({"agent": "opencode", "max_turns": 2}, "max_turns"),
     ],
 )
 async def test_an_option_the_agent_does_not_take_is_400(replay: ServerThread, body: dict, field: str) -> None:
@@ -186,7 +188,13 @@ def is_unset(rule: dict) -> bool:
 async def test_openapi_states_each_agents_options(replay: ServerThread) -> None:
     """/openapi.json's if/then rules say what the handler enforces: unset options and each agent's own modes."""
     schema = (await replay.request("GET", "/openapi.json")).body["components"]["schemas"]["AgentSessionCreate"]
-    rules = {r["if"]["properties"]["agent"].get("const", "claude-code"): r["then"] for r in schema["allOf"]}
+    rules = {
+        r["if"]["properties"]["agent"].get("const", "claude-code"): r["then"]
+        for r in schema["allOf"]
+        if "resume" not in r["if"].get("required", [])  # the rule of a gemini resume, checked below
+    }
+    gemini_resume = next(r for r in schema["allOf"] if "resume" in r["if"].get("required", []))
+    assert all(is_unset(rule) for rule in gemini_resume["then"]["properties"].values())
     assert replay.runtime is not None
     for adapter in default_adapters(replay.runtime.ctx.config):
         then = rules[adapter.name]
@@ -196,3 +204,13 @@ async def test_openapi_states_each_agents_options(replay: ServerThread) -> None:
             modes = then["properties"]["permission_mode"]["enum"]
             assert modes == [*(adapter.permission_modes or PERMISSION_MODES), None], adapter.name
         assert ("prompt" in then.get("required", [])) == adapter.prompt_in_argv
+
+
+async def test_gemini_cannot_resume_in_its_long_lived_mode(replay: ServerThread) -> None:
+    """Gemini 0.61's session/load fails after a restart: a resume runs one-shot (--resume), so asking for
+    what only the long-lived mode gives with it is refused by name, and nothing starts."""
+    for option in ("interactive", "permission_prompts", "deltas"):
+        body = {"agent": "gemini", "prompt": "again", "resume": "gemini-sid-1", option: True}
+        response = await replay.request("POST", "/api/v1/agent-sessions", body)
+        assert response.status == 400 and response.error_code == "unsupported_option"
+        assert response.body["error"]["details"]["field"] == option

@@ -57,6 +57,7 @@ async def test_agents_lists_the_real_cli(claude: ServerThread) -> None:
         "version": "2.1.197",
         "path": info["path"],
         "options": info["options"],
+        "settings_files": info["settings_files"],
     }
 
 
@@ -337,3 +338,27 @@ class _Remote:
 
     request = ServerThread.request
     websocket = ServerThread.websocket
+
+
+async def test_deltas_stream_the_text_as_it_is_written(claude: ServerThread, mock: MockAnthropic) -> None:
+    """``deltas: true``: the real CLI's partial messages become live text_delta / thinking_delta frames."""
+    words = "One two three four five six seven eight."
+    mock.script("deltas", reply(thinking("Pondering."), text(words, chunks=8, chunk_delay=0.05)))
+    record = await create(claude, prompt="scn:deltas say it slowly", deltas=True)
+    assert record["deltas"] is True
+    ws = await claude.websocket(f"/api/v1/ws/agent-sessions/{record['id']}")
+    frames: list[dict] = []
+    await wait_for_frame(ws, "status", frames, status="completed")
+    deltas = [f for f in frames if f["type"] == "text_delta"]
+    assert len(deltas) >= 2 and "".join(d["content"] for d in deltas) == words
+    assert all("seq" not in d and d["block"] == deltas[0]["block"] for d in deltas)
+    thoughts = [f for f in frames if f["type"] == "thinking_delta"]
+    assert "".join(t["content"] for t in thoughts) == "Pondering."
+    complete = next(i for i, f in enumerate(frames) if f["type"] == "text")
+    assert frames[complete]["content"] == words and frames.index(deltas[-1]) < complete
+    stored = [f for f in frames if "seq" in f]
+    check_stream(stored, record["id"])
+    assert kinds(stored) == ["status:running", "thinking", "text", "done", "status:completed"]
+    replayed, _ = await stream(claude, record["id"])
+    assert replayed == stored  # the deltas are not kept
+    assert (await get_session(claude, record["id"]))["message_count"] == len(stored)

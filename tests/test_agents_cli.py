@@ -103,7 +103,9 @@ async def test_agents_list_the_real_clis(cli_server: ServerThread) -> None:
             assert listed[agent]["available"] is False
             continue
         assert listed[agent]["available"] is True and listed[agent]["version"] == VERSIONS[agent]
-        assert health[agent] == {k: listed[agent][k] for k in ("available", "version", "path", "options")}
+        assert health[agent] == {
+            k: listed[agent][k] for k in ("available", "version", "path", "options", "settings_files")
+        }
 
 
 @pytest.mark.async_timeout(300)  # node start-ups and opencode's retries, on a busy machine

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from wsruntime_ext.agents.adapter import SessionOptions, StreamParser
+from wsruntime_ext.agents.adapter import LIVE_TYPES, SessionOptions, StreamParser
 from wsruntime_ext.agents.codex import CodexAdapter, CodexParser
 from wsruntime_ext.agents.gemini import GeminiAdapter, GeminiParser
 from wsruntime_ext.agents.opencode import OpencodeAdapter, OpencodeParser
@@ -152,11 +152,34 @@ def lines(name: str) -> list[dict[str, Any]]:
     return out
 
 
-def run(parser: StreamParser, decoded: list[dict[str, Any]], code: int) -> list[dict[str, Any]]:
+def run(parser: StreamParser, decoded: list[dict[str, Any]], code: int, live: bool = False) -> list[dict[str, Any]]:
+    """The messages of a recording; the live-only deltas too when ``live``."""
     messages = []
     for line in decoded:
-        messages += parser.parse(line)
+        messages += [m for m in parser.parse(line) if live or m["type"] not in LIVE_TYPES]
     return messages + parser.finish(code)
+
+
+def test_qwen_partial_messages_become_deltas_of_their_block() -> None:
+    name = "qwen-code/tool-partial-messages/stdout.jsonl"
+    messages = run(PARSERS["qwen-code"](), lines(name), exit_code(name), live=True)
+    shape = [
+        (m["type"], m.get("block")) for m in messages if m["type"] in LIVE_TYPES or m["type"] in ("text", "thinking")
+    ]
+    assert shape == [
+        ("thinking_delta", 0),
+        ("thinking", None),
+        ("text_delta", 0),
+        ("text_delta", 0),
+        ("text", None),
+        ("text_delta", 0),
+        ("text", None),
+    ]
+    assert (
+        messages[2]["content"] + messages[3]["content"]
+        == messages[4]["content"]
+        == ("I will run the command with the shell tool.")
+    )
 
 
 def parse_file(name: str) -> tuple[StreamParser, list[dict[str, Any]]]:
@@ -353,3 +376,24 @@ def test_command_lines_keep_the_prompt_a_value() -> None:
 def test_gemini_runs_the_agent_itself_not_a_relaunched_child() -> None:
     assert GeminiAdapter().environment({"PATH": "/bin"})["GEMINI_CLI_NO_RELAUNCH"] == "true"
     assert GeminiAdapter().environment({"GEMINI_CLI_NO_RELAUNCH": "false"})["GEMINI_CLI_NO_RELAUNCH"] == "false"
+
+
+def test_the_long_lived_modes_command_lines() -> None:
+    """interactive, permission_prompts or deltas pick the long-lived mode; its argv keeps the session's options."""
+    assert QwenCodeAdapter().driver(options(interactive=True)) is None  # Qwen's stream-json mode is interactive
+    qwen = QwenCodeAdapter().driver(options(permission_prompts=True, model="m", system_prompt="-x", max_turns=2))
+    assert qwen is not None and qwen.command() == [
+        "qwen", "--acp", "--model", "m", "--system-prompt=-x", "--max-session-turns", "2",
+    ]  # fmt: skip
+    gemini = GeminiAdapter("/opt/g").driver(options(deltas=True, model="gemini-2.5-flash"))
+    assert gemini is not None and gemini.command() == ["/opt/g", "--acp", "--model", "gemini-2.5-flash"]
+    assert not gemini.can_resume()
+    opencode = OpencodeAdapter().driver(options(permission_prompts=True, model="mock/m"))
+    assert opencode is not None and opencode.command() == ["opencode", "acp", "--cwd", "/w"]
+    env = opencode.environment({"PATH": "/bin"})
+    assert json.loads(env["OPENCODE_PERMISSION"]) == {"bash": "ask", "edit": "ask"}
+    assert json.loads(env["OPENCODE_CONFIG_CONTENT"]) == {"model": "mock/m"}
+    codex = CodexAdapter().driver(options(interactive=True, model="o3"))
+    assert codex is not None and codex.command() == ["codex", "app-server", "-c", 'model="o3"']
+    for adapter in (CodexAdapter(), GeminiAdapter(), OpencodeAdapter()):
+        assert adapter.driver(options()) is None  # one process per turn, as before

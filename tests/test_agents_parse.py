@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from wsruntime_ext.agents.adapter import LIVE_TYPES
 from wsruntime_ext.agents.claude_code import ClaudeCodeAdapter, ClaudeCodeParser, result_error_text, tool_result_text
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "claude-code")
@@ -318,14 +319,45 @@ EXPECTED: dict[str, list[tuple[Any, ...]]] = {
 }
 
 
-def parse_file(name: str) -> list[dict[str, Any]]:
+def parse_file(name: str, live: bool = False) -> list[dict[str, Any]]:
+    """The messages of a recording; the live-only deltas too when ``live``."""
     parser = ClaudeCodeParser()
     out: list[dict[str, Any]] = []
     with open(os.path.join(FIXTURES, name), encoding="utf-8") as f:
         for line in f:
             if line.strip():
-                out.extend(parser.parse(json.loads(line)))
+                out.extend(m for m in parser.parse(json.loads(line)) if live or m["type"] not in LIVE_TYPES)
     return out
+
+
+@pytest.mark.parametrize(
+    ("name", "blocks", "same"),
+    [
+        ("09-partial-messages/stdout.jsonl", [("thinking", 0), ("text", 1), ("text", 0)], True),
+        # The stream broke mid-block and the CLI asked again without streaming: the complete block differs
+        # from its deltas, and it is the one that counts (the deltas were only a preview).
+        ("05e-api-error-midstream/stdout.jsonl", [("text", 0)], False),
+    ],
+)
+def test_partial_messages_become_deltas_of_the_following_block(
+    name: str, blocks: list[tuple[str, int]], same: bool
+) -> None:
+    """--include-partial-messages: each block's deltas, joined, are the complete block that follows them."""
+    seen: list[tuple[str, int]] = []
+    pending: list[dict[str, Any]] = []
+    for message in parse_file(name, live=True):
+        if message["type"] in LIVE_TYPES:
+            assert set(message) == {"type", "content", "block"} and message["content"]
+            pending.append(message)
+            continue
+        if pending:
+            kind = pending[0]["type"].removesuffix("_delta")
+            assert all(p["type"] == pending[0]["type"] and p["block"] == pending[0]["block"] for p in pending)
+            if message["type"] == kind:
+                assert ("".join(p["content"] for p in pending) == message["content"]) is same
+            seen.append((kind, pending[0]["block"]))
+            pending = []
+    assert seen == blocks
 
 
 def summary(message: dict[str, Any]) -> tuple[Any, ...]:

@@ -42,6 +42,7 @@ class SessionOptions:
     resume_agent_session_id: str | None = None  # the CLI's own id to continue
     interactive: bool = False
     permission_prompts: bool = False
+    deltas: bool = False  # live text_delta / thinking_delta frames
 
 
 @dataclasses.dataclass
@@ -54,6 +55,7 @@ class AgentInfo:
     path: str | None
     binary: str
     options: list[str]
+    capabilities: list[str] = dataclasses.field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class AgentInfo:
             "version": self.version,
             "path": self.path,
             "options": self.options,
+            "capabilities": self.capabilities,
         }
 
 
@@ -80,6 +83,45 @@ class StreamParser:
         return []
 
 
+class ProtocolDriver(StreamParser):
+    """A long-lived protocol client (ACP, Codex app-server): it parses the output and writes the requests.
+
+    What it owes the agent's stdin (requests, answers to the agent's requests) waits in ``outbox`` and
+    the session writes it after each call; ``fatal`` says the session cannot go on (stdin is closed).
+    """
+
+    kills_tools_on_interrupt = False  # the runtime stops the running tool's processes on interrupt
+
+    def __init__(self) -> None:
+        self.outbox: list[bytes] = []
+        self.fatal = False
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self, env: dict[str, str]) -> dict[str, str]:
+        return env
+
+    def can_resume(self) -> bool:
+        """Whether a new process of this mode can continue a conversation (``resume``)."""
+        return True
+
+    def start(self) -> None:
+        """Queue the handshake."""
+
+    def user(self, content: str) -> None:
+        """Queue a user message: sent once the agent is ready and the running turn has ended."""
+        raise NotImplementedError
+
+    def interrupt(self) -> bool:
+        """Ask the agent to end the running turn (nothing to do when none runs); False when it cannot be told."""
+        raise NotImplementedError
+
+    def permission(self, request_id: str, allow: bool) -> bool:
+        """Answer a pending permission request; False when it is not pending."""
+        raise NotImplementedError
+
+
 # The create fields that are options of an agent (prompt, agent and cwd every agent takes); each adapter
 # names the ones it honours in ``option_names``, and setting another is 400 ``unsupported_option``.
 OPTION_FIELDS = (
@@ -93,7 +135,12 @@ OPTION_FIELDS = (
     "resume",
     "interactive",
     "permission_prompts",
+    "deltas",
 )
+# What ``GET /api/v1/agents`` lists per agent as its ``capabilities`` (API.md "Live text as it is generated").
+CAPABILITIES = ("deltas", "interactive", "interrupt", "permission_prompts", "resume")
+# Live-only frames: relayed to the clients attached now, never stored, numbered or replayed.
+LIVE_TYPES = frozenset({"text_delta", "thinking_delta"})
 
 
 class AgentAdapter:
@@ -114,6 +161,17 @@ class AgentAdapter:
     def __init__(self, binary: str | None = None) -> None:
         self.binary = binary or self.binary
 
+    @classmethod
+    def capabilities(cls) -> list[str]:
+        """Which of :data:`CAPABILITIES` this agent supports now."""
+        have = set(cls.option_names)
+        if cls.supports_interrupt or "interactive" in have:
+            have.add("interrupt")
+        return [c for c in CAPABILITIES if c in have]
+
+    def info(self, available: bool, version: str | None, path: str | None) -> AgentInfo:
+        return AgentInfo(self.name, available, version, path, self.binary, self.option_names, self.capabilities())
+
     def command(self, options: SessionOptions) -> list[str]:
         """The argv that starts a session (the prompt goes over stdin where the CLI allows it)."""
         raise NotImplementedError
@@ -124,6 +182,13 @@ class AgentAdapter:
 
     def new_parser(self) -> StreamParser:
         raise NotImplementedError
+
+    def driver(self, options: SessionOptions) -> ProtocolDriver | None:
+        """A long-lived protocol client for a session that needs one (follow-ups, prompts, deltas), or None.
+
+        With a driver, the session runs the driver's command and environment instead of :meth:`command`.
+        """
+        return None
 
     def encode_startup(self) -> bytes | None:
         """What the runtime writes to stdin first, before any user message (a handshake), or None."""
@@ -150,15 +215,15 @@ class AgentAdapter:
         """Find the CLI and its version: its npm package.json, else ``--version`` (blocking: off the IOLoop)."""
         path = shutil.which(self.binary) if os.sep not in self.binary else self.binary
         if path is None or not os.access(path, os.X_OK):
-            return AgentInfo(self.name, False, None, None, self.binary, self.option_names)
+            return self.info(False, None, None)
         version = npm_package_version(path)  # an npm install says it without starting Node
         if version is not None:
-            return AgentInfo(self.name, True, version, path, self.binary, self.option_names)
+            return self.info(True, version, path)
         try:
             code, text = version_output(self.version_argv(path))
             if code == 0 and text:
                 found = _VERSION.search(text)  # "2.1.197 (Claude Code)", "codex-cli 0.171.0"
                 version = found.group(0) if found else text.split()[0]
         except (OSError, subprocess.SubprocessError):
-            return AgentInfo(self.name, False, None, path, self.binary, self.option_names)
-        return AgentInfo(self.name, version is not None, version, path, self.binary, self.option_names)
+            return self.info(False, None, path)
+        return self.info(version is not None, version, path)

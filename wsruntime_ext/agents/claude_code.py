@@ -59,9 +59,29 @@ class ClaudeCodeParser(StreamParser):
             return [self._result(line)]
         if kind == "control_request":
             return self._control_request(line)
+        if kind == "stream_event":
+            return self._stream_event(line.get("event"))
         if kind == "system" and line.get("subtype") == "init":
             self._init(line)
-        # system/*, stream_event, control_response and unknown types carry nothing to show.
+        # system/*, other stream events, control_response and unknown types carry nothing to show.
+        return []
+
+    def _stream_event(self, event: Any) -> list[dict[str, Any]]:
+        """A text or thinking chunk (``--include-partial-messages``) → a live ``text_delta``/``thinking_delta``.
+
+        The complete block still comes as its ``assistant`` line; the deltas are only a preview of it.
+        """
+        if not isinstance(event, dict) or event.get("type") != "content_block_delta":
+            return []
+        delta = event.get("delta")
+        index = event.get("index")
+        if not isinstance(delta, dict) or type(index) is not int:
+            return []
+        dtype = delta.get("type")
+        if dtype == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
+            return [{"type": "text_delta", "content": delta["text"], "block": index}]
+        if dtype == "thinking_delta" and isinstance(delta.get("thinking"), str) and delta["thinking"]:
+            return [{"type": "thinking_delta", "content": delta["thinking"], "block": index}]
         return []
 
     def _init(self, line: dict[str, Any]) -> None:
@@ -211,6 +231,8 @@ class ClaudeCodeAdapter(AgentAdapter):
             argv += ["--resume", options.resume_agent_session_id]
         if options.permission_prompts:
             argv += ["--permission-prompt-tool", "stdio"]
+        if options.deltas:
+            argv += ["--include-partial-messages"]
         return argv
 
     def environment(self, base: dict[str, str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ import logging
 from typing import Any, ClassVar
 
 from wsruntime_ext.agents.adapter import AgentAdapter, SessionOptions, StreamParser
+from wsruntime_ext.agents.codex_app_server import CodexAppServerDriver
 
 log = logging.getLogger("wsruntime.agents")
 
@@ -131,7 +132,15 @@ class CodexAdapter(AgentAdapter):
 
     name = "codex"
     binary = "codex"
-    option_names: ClassVar[list[str]] = ["model", "permission_mode", "resume"]
+    # interactive, permission_prompts and deltas run it long-lived as `codex app-server`.
+    option_names: ClassVar[list[str]] = [
+        "model",
+        "permission_mode",
+        "resume",
+        "interactive",
+        "permission_prompts",
+        "deltas",
+    ]
     permission_modes: ClassVar[tuple[str, ...]] = SANDBOX_MODES
     prompt_in_argv = True
 
@@ -148,3 +157,9 @@ class CodexAdapter(AgentAdapter):
 
     def new_parser(self) -> CodexParser:
         return CodexParser()
+
+    def driver(self, options: SessionOptions) -> CodexAppServerDriver | None:
+        """``codex app-server`` when the session wants more than one-shot gives: follow-ups, prompts, deltas."""
+        if options.interactive or options.permission_prompts or options.deltas:
+            return CodexAppServerDriver(self.binary, options)
+        return None

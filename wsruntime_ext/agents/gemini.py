@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from wsruntime_ext.agents.acp import AcpDriver, GeminiAcp
 from wsruntime_ext.agents.adapter import AgentAdapter, SessionOptions, StreamParser
 
 log = logging.getLogger("wsruntime.agents")
@@ -115,7 +116,15 @@ class GeminiAdapter(AgentAdapter):
     name = "gemini"
     binary = "gemini"
     first_run_alone = True
-    option_names: ClassVar[list[str]] = ["model", "permission_mode", "resume"]
+    # interactive, permission_prompts and deltas run it long-lived over ACP (acp.py); a resume cannot (0.61).
+    option_names: ClassVar[list[str]] = [
+        "model",
+        "permission_mode",
+        "resume",
+        "interactive",
+        "permission_prompts",
+        "deltas",
+    ]
     permission_modes: ClassVar[tuple[str, ...]] = APPROVAL_MODES
     prompt_in_argv = True
 
@@ -138,3 +147,9 @@ class GeminiAdapter(AgentAdapter):
 
     def new_parser(self) -> GeminiParser:
         return GeminiParser()
+
+    def driver(self, options: SessionOptions) -> AcpDriver | None:
+        """The ACP client when the session wants more than one-shot gives: follow-ups, prompts, deltas."""
+        if options.interactive or options.permission_prompts or options.deltas:
+            return AcpDriver(GeminiAcp(self.binary), options)
+        return None

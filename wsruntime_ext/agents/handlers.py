@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 from typing import Any
@@ -19,6 +20,7 @@ from wsruntime_ext.websocket import ApiWebSocket
 
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "plan")
 BATCH = 256  # frames written before waiting for the socket to take them
+LIVE_BACKLOG = 10_000  # deltas queued for one client; past that it gets no more until it catches up
 MAX_PROMPT = 1 << 20
 
 
@@ -117,6 +119,7 @@ class SessionsHandler(ApiHandler):
             resume_agent_session_id=resume_sid,
             interactive=self.field_bool(body, "interactive"),
             permission_prompts=self.field_bool(body, "permission_prompts"),
+            deltas=self.field_bool(body, "deltas"),
         )
         session = await service.create(agent, options, where.rel, resumed_from or (resume if resume else None))
         self.send_json(public(session.record), 201)
@@ -227,6 +230,8 @@ class AgentStreamSocket(ApiWebSocket):
         self.next_seq = self.after + 1
         self.joined_at = self.session.last_seq
         self.wakeup = asyncio.Event()
+        # Live-only frames (deltas) waiting for their place: (seq of the stored frame they follow, text).
+        self.live_frames: collections.deque[tuple[int, bytes]] = collections.deque()
         self.session.listeners.add(self)
         self.pump = asyncio.ensure_future(self._pump())
 
@@ -237,6 +242,14 @@ class AgentStreamSocket(ApiWebSocket):
             self._too_slow()
             return
         self.wakeup.set()
+
+    def live(self, after: int, text: bytes) -> None:
+        """A delta: queued in its place among the stored frames; a client this far behind gets no more of them.
+
+        Deltas are a preview of a block whose complete frame comes anyway: dropping them loses nothing.
+        """
+        if len(self.live_frames) < LIVE_BACKLOG:
+            self.live_frames.append((after, text))
 
     def _too_slow(self) -> None:
         if not self.closing:
@@ -251,11 +264,13 @@ class AgentStreamSocket(ApiWebSocket):
             while not self.closing:
                 # The list this socket loaded stays valid even if an ended session's copy is let go of.
                 texts = session.messages if session.messages is not None else self.texts
-                while self.next_seq <= len(texts) and not self.closing:
-                    end = min(len(texts), self.next_seq - 1 + BATCH)
-                    last = self.write_text_frames(texts[self.next_seq - 1 : end])
-                    self.next_seq = end + 1
-                    if last is not None:
+                while not self.closing:
+                    batch = self._next_batch(texts)
+                    if not batch:
+                        break
+                    last = self.write_text_frames(batch)
+                    # Taken at once by the socket (the usual case): no timer and no task to wait on it.
+                    if last is not None and not (isinstance(last, asyncio.Future) and last.done()):
                         try:
                             await asyncio.wait_for(asyncio.shield(last), self.ctx.agents.client_stall_s)
                         except asyncio.TimeoutError:
@@ -269,6 +284,25 @@ class AgentStreamSocket(ApiWebSocket):
                 self.wakeup.clear()
         except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
             pass
+
+    def _next_batch(self, texts: list[bytes]) -> list[bytes]:
+        """The next frames to send, in stream order: stored frames up to the next delta's place, then deltas."""
+        sent = self.next_seq - 1
+        live = self.live_frames
+        batch: list[bytes] = []
+        while live and live[0][0] <= sent and len(batch) < BATCH:
+            after, text = live.popleft()
+            if after == sent:  # one whose place this client skipped (it attached with a later ?after=) is dropped
+                batch.append(text)
+        if batch:
+            return batch
+        end = min(len(texts), sent + BATCH)
+        if live:
+            end = min(end, live[0][0])
+        if end <= sent:
+            return batch
+        self.next_seq = end + 1
+        return texts[sent:end]
 
     async def on_message(self, message: str | bytes) -> None:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from wsruntime_ext.agents.acp import AcpDriver, OpencodeAcp
 from wsruntime_ext.agents.adapter import AgentAdapter, SessionOptions, StreamParser
 
 
@@ -105,7 +106,8 @@ class OpencodeAdapter(AgentAdapter):
     name = "opencode"
     binary = "opencode"
     first_run_alone = True
-    option_names: ClassVar[list[str]] = ["model", "resume"]
+    # interactive, permission_prompts and deltas run it long-lived over ACP (acp.py).
+    option_names: ClassVar[list[str]] = ["model", "resume", "interactive", "permission_prompts", "deltas"]
     prompt_in_argv = True
 
     def command(self, options: SessionOptions) -> list[str]:
@@ -123,3 +125,9 @@ class OpencodeAdapter(AgentAdapter):
 
     def new_parser(self) -> OpencodeParser:
         return OpencodeParser()
+
+    def driver(self, options: SessionOptions) -> AcpDriver | None:
+        """The ACP client when the session wants more than one-shot gives: follow-ups, prompts, deltas."""
+        if options.interactive or options.permission_prompts or options.deltas:
+            return AcpDriver(OpencodeAcp(self.binary), options)
+        return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from wsruntime_ext.agents.acp import AcpDriver, QwenAcp
 from wsruntime_ext.agents.adapter import OPTION_FIELDS, SessionOptions
 from wsruntime_ext.agents.claude_code import ClaudeCodeAdapter, ClaudeCodeParser, json_line
 
@@ -58,16 +59,26 @@ class QwenCodeAdapter(ClaudeCodeAdapter):
     name = "qwen-code"
     binary = "qwen"
     first_run_alone = True
-    option_names: ClassVar[list[str]] = [n for n in OPTION_FIELDS if n != "permission_prompts"]
+    option_names: ClassVar[list[str]] = list(OPTION_FIELDS)  # permission_prompts: over ACP (acp.py)
     permission_modes: ClassVar[tuple[str, ...]] = APPROVAL_MODES
-    supports_permission_prompts = False
 
     def command(self, options: SessionOptions) -> list[str]:
         argv = [self.binary, "--input-format", "stream-json", "--output-format", "stream-json"]
-        if options.model:
-            argv += ["--model", options.model]
         if options.permission_mode:
             argv += ["--approval-mode", options.permission_mode]
+        argv += self._flags(options)
+        if options.resume_agent_session_id:
+            argv += ["--resume", options.resume_agent_session_id]
+        if options.deltas:
+            argv += ["--include-partial-messages"]
+        return argv
+
+    @staticmethod
+    def _flags(options: SessionOptions) -> list[str]:
+        """The flags both of its modes take (stream-json and ACP)."""
+        argv: list[str] = []
+        if options.model:
+            argv += ["--model", options.model]
         if options.allowed_tools:
             argv += ["--allowed-tools", *options.allowed_tools]
         if options.disallowed_tools:
@@ -78,8 +89,6 @@ class QwenCodeAdapter(ClaudeCodeAdapter):
             argv += [f"--append-system-prompt={options.append_system_prompt}"]
         if options.max_turns is not None:
             argv += ["--max-session-turns", str(options.max_turns)]
-        if options.resume_agent_session_id:
-            argv += ["--resume", options.resume_agent_session_id]
         return argv
 
     def environment(self, base: dict[str, str]) -> dict[str, str]:
@@ -95,3 +104,7 @@ class QwenCodeAdapter(ClaudeCodeAdapter):
 
     def new_parser(self) -> QwenCodeParser:
         return QwenCodeParser()
+
+    def driver(self, options: SessionOptions) -> AcpDriver | None:
+        """Its stream-json mode cannot ask the host: a session with permission_prompts runs over ACP."""
+        return AcpDriver(QwenAcp(self.binary, self._flags(options)), options) if options.permission_prompts else None

@@ -51,7 +51,8 @@ class AgentService:
         self.adapters = {a.name: a for a in adapters}
         self.info: dict[str, AgentInfo] = {}
         self._detection: asyncio.Future[None] | None = None
-        self.store = SessionStore(ctx.config.state_dir)
+        self._detecting: dict[str, asyncio.Future[None]] = {}  # per agent: its own probe
+        self.store = SessionStore(ctx.config.state_dir, ctx.temps)
         self.sessions: dict[str, AgentSession] = {}
         self.max_sessions = ctx.config.max_sessions
         self.env_overrides: dict[str, str] = {}  # added to every agent's environment (tests point it at a mock)
@@ -80,7 +81,8 @@ class AgentService:
         async def detect(adapter: AgentAdapter) -> None:
             self.info[adapter.name] = await self.ctx.run_blocking(adapter.detect)  # known as soon as it is
 
-        await asyncio.gather(*(detect(a) for a in self.adapters.values()))
+        self._detecting = {name: asyncio.ensure_future(detect(a)) for name, a in self.adapters.items()}
+        await asyncio.gather(*self._detecting.values())
 
     async def detected(self, timeout: float | None = None) -> bool:
         """Wait until the CLIs have been detected (once per runtime; at most ``timeout`` s); whether they are."""
@@ -89,6 +91,15 @@ class AgentService:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._detection), timeout)
         return self._detection.done()
+
+    async def _agent_detected(self, agent: str) -> None:
+        """Wait for this agent's own probe only (another CLI's slow ``--version`` does not delay it)."""
+        if self._detection is None:
+            return
+        if not self._detecting:
+            await asyncio.sleep(0)  # _detect has not started its probes yet
+        probe = self._detecting.get(agent)
+        await asyncio.shield(probe if probe is not None else self._detection)
 
     async def _mark_interrupted(self, session: AgentSession) -> None:
         """A session the runtime stopped while it ran: end its open turn and its stream, keep it resumable."""
@@ -155,6 +166,7 @@ class AgentService:
     async def list_agents(self) -> list[dict[str, Any]]:
         """Every adapter's CLI, once detected: a ``--version`` probe still running is waited for (bounded)."""
         await self.detected(self.detection_wait_s)
+        await self.ctx.run_blocking(self.ctx.agent_settings.refresh_files)  # stat calls: off the IOLoop
         return self.agents()
 
     def agents(self) -> list[dict[str, Any]]:
@@ -163,15 +175,21 @@ class AgentService:
         for name, adapter in self.adapters.items():
             info = self.info.get(name)
             if info is None:
-                info = AgentInfo(name, False, None, None, adapter.binary, adapter.option_names)
+                info = adapter.info(False, None, None)
                 found.append({**info.as_json(), "detecting": True})
             else:
                 found.append(info.as_json())
+            # The settings files of this agent, as last checked (GET /api/v1/agents and every settings write
+            # check again; /health shows the last check and never touches the disk).
+            found[-1]["settings_files"] = self.ctx.agent_settings.files_known.get(name, [])
         return found
 
     def health(self) -> dict[str, Any]:
         """What is known now: /health never waits for a probe (it says ``detecting`` while one runs)."""
-        return {"agents": {a.pop("name"): a for a in self.agents()}}
+        agents = self.agents()
+        for agent in agents:
+            agent.pop("capabilities", None)  # GET /api/v1/agents has them; /health keeps its shape
+        return {"agents": {a.pop("name"): a for a in agents}}
 
     def get(self, session_id: str) -> AgentSession:
         session = self.sessions.get(session_id)
@@ -227,7 +245,18 @@ class AgentService:
     async def create(self, agent: str, options: SessionOptions, cwd_rel: str, resumed_from: str | None) -> AgentSession:
         """Start a session; 400 unknown_agent, 422 agent_unavailable, 429 too_many_sessions."""
         adapter = self.adapter(agent)
-        await self.detected()
+        driver = adapter.driver(options)
+        if driver is not None and options.resume_agent_session_id and not driver.can_resume():
+            # Its long-lived mode cannot resume (Gemini 0.61's session/load): the one-shot mode can, alone.
+            wanted = next(n for n in ("interactive", "permission_prompts", "deltas") if getattr(options, n))
+            raise ApiError(
+                400,
+                "unsupported_option",
+                f"The {agent} agent cannot resume a session with {wanted!r}: resume it without",
+                field=wanted,
+                agent=agent,
+            )
+        await self._agent_detected(agent)
         info = self.info.get(agent)
         if info is None or not info.available:
             raise ApiError(
@@ -264,6 +293,7 @@ class AgentService:
             "error": None,
             "interactive": options.interactive,
             "permission_prompts": options.permission_prompts,
+            "deltas": options.deltas,
             "resumed_from": resumed_from,
             "mcp_servers": None,
         }
@@ -271,8 +301,14 @@ class AgentService:
         session = AgentSession(record, adapter, [], message_log, self._changed)
         self.sessions[session.id] = session
         self._changed(session)
-        env = adapter.environment(self.session_environment())
+        # PWD names the session's directory (API.md "Subprocesses"): opencode takes its project from PWD, so the
+        # runtime's own PWD would make it run, and read its project settings, in the runtime's directory.
+        env = {**adapter.environment(self.session_environment()), "PWD": options.cwd}
         argv = adapter.command(options)
+        if driver is not None:
+            session.use_driver(driver)
+            env = driver.environment(env)
+            argv = driver.command()
         try:
             proc = await self.ctx.procs.spawn(
                 argv,
@@ -319,7 +355,7 @@ class AgentService:
 
     def interrupt(self, session: AgentSession) -> None:
         self._check_live(session)
-        if session.adapter is not None and not session.adapter.supports_interrupt:
+        if session.adapter is not None and not session.can_interrupt:
             raise ApiError(
                 409,
                 "interrupt_unsupported",

@@ -13,12 +13,14 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from wsruntime_ext.agents.adapter import AgentAdapter, StreamParser
+from wsruntime_ext.agents.adapter import LIVE_TYPES, AgentAdapter, ProtocolDriver, StreamParser
 from wsruntime_ext.agents.store import MessageLog
 from wsruntime_ext.context import now_iso
+from wsruntime_ext.procs import descendants
 
 if TYPE_CHECKING:
     from wsruntime_ext.procs import ManagedProcess
@@ -37,6 +39,9 @@ ENDED_STATUSES = frozenset({"completed", "failed", "terminated", "interrupted"})
 
 class Listener(Protocol):
     def wake(self) -> None: ...
+
+    def live(self, after: int, text: bytes) -> None:
+        """A live-only frame (a delta) produced after stored frame ``after``."""
 
 
 def _now() -> str:
@@ -63,6 +68,9 @@ class AgentSession:
         self.listeners: set[Listener] = set()
         self.proc: ManagedProcess | None = None
         self.parser: StreamParser | None = adapter.new_parser() if adapter is not None else None
+        # A long-lived protocol client (ACP, Codex app-server) instead of the adapter's lines; set before run().
+        self.driver: ProtocolDriver | None = None
+        self._tool_stopper: asyncio.Future[None] | None = None
         self.turns_open = 0
         self.last_turn_failed = False
         self.pending_permissions: dict[str, dict[str, Any]] = {}
@@ -80,6 +88,7 @@ class AgentSession:
         if ended := record["status"] in ENDED_STATUSES:
             self.ended.set()
         self.interactive = bool(record.get("interactive")) and not ended
+        self.deltas = bool(record.get("deltas"))
 
     # -- state -----------------------------------------------------------------------
 
@@ -118,6 +127,27 @@ class AgentSession:
             self.log.append(text)
         self.record["message_count"] = len(self.messages)
 
+    def emit_live(self, message: dict[str, Any]) -> None:
+        """Relay a live-only frame (``text_delta``/``thinking_delta``) to the clients attached now.
+
+        Never stored, numbered or replayed: it carries ``after``, the seq of the last stored frame, so
+        that each client sends it in its place, after that frame and before the next.
+        """
+        if not self.listeners:
+            return
+        if self._stamp is None:
+            self._stamp = _now()
+            self._wake_handle = asyncio.get_running_loop().call_soon(self._wake_listeners)
+        after = self.last_seq
+        message["after"] = after
+        message["session_id"] = self.id
+        try:
+            text = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(message, separators=(",", ":")).encode("ascii")
+        for listener in self.listeners:
+            listener.live(after, text)
+
     def _wake_listeners(self) -> None:
         """Once per IOLoop turn, however many frames it brought: each reader catches up on its own."""
         self._stamp = None
@@ -144,10 +174,41 @@ class AgentSession:
         self.record["pid"] = proc.pid
         self.set_status("running" if first_prompt is not None else "idle")
 
+    def use_driver(self, driver: ProtocolDriver) -> None:
+        """Talk to the agent through a protocol client (it parses the output and writes the requests)."""
+        self.driver = driver
+        self.parser = driver
+
+    @property
+    def prompt_in_argv(self) -> bool:
+        return self.adapter is not None and self.adapter.prompt_in_argv and self.driver is None
+
+    @property
+    def can_interrupt(self) -> bool:
+        return self.driver is not None or (self.adapter is not None and self.adapter.supports_interrupt)
+
+    def _flush_driver(self) -> None:
+        """Write what the protocol client owes the agent (answers, queued prompts); stop a session it gave up."""
+        driver = self.driver
+        if driver is None:
+            return
+        while driver.outbox:
+            self._write(driver.outbox.pop(0))
+        if driver.fatal:
+            self.interactive = False
+            self._close_stdin()
+
     async def run(self, proc: ManagedProcess, first_prompt: str | None) -> None:
         """Relay the agent until its process ends, then end the session."""
         assert self.adapter is not None
-        if self.adapter.prompt_in_argv:
+        if self.driver is not None:
+            self.driver.start()
+            self._flush_driver()
+            if first_prompt is not None:
+                await self.send_user(first_prompt)
+            elif not self.interactive:
+                self._close_stdin()  # nothing to do: the CLI exits once its stdin ends
+        elif self.adapter.prompt_in_argv:
             # The prompt went on the command line: its one turn is open, the CLI reads nothing more.
             self.turns_open += 1 if first_prompt is not None else 0
             self.turn_ended.clear()
@@ -296,6 +357,7 @@ class AgentSession:
             return
         assert self.parser is not None
         self._deliver(self.parser.parse(decoded))
+        self._flush_driver()
 
     def _deliver(self, messages: list[dict[str, Any]]) -> None:
         """Relay a parser's messages: a ``done``/``error`` ends the turn; remember the agent's session id."""
@@ -304,6 +366,10 @@ class AgentSession:
             kind = message["type"]
             if kind in ("done", "error"):
                 self._end_turn(message)
+                continue
+            if kind in LIVE_TYPES:
+                if self.deltas:
+                    self.emit_live(message)
                 continue
             if kind == "permission_request":
                 self.pending_permissions[message["request_id"]] = message.get("input") or {}
@@ -337,6 +403,8 @@ class AgentSession:
             if key in message:
                 self.record[key] = message[key]
         self.emit(message)
+        if self.driver is not None:
+            self.pending_permissions.clear()  # the driver answered or dropped them when the turn ended
         self.turn_ended.set()
         if not self.interactive:
             self._close_stdin()  # the CLI exits once its stdin ends
@@ -357,6 +425,10 @@ class AgentSession:
             return False
         return True
 
+    def _stdin_open(self) -> bool:
+        proc = self.proc
+        return proc is not None and proc.proc.stdin is not None and not proc.proc.stdin.is_closing()
+
     def _close_stdin(self) -> None:
         proc = self.proc
         if proc is not None and proc.proc.stdin is not None and not proc.proc.stdin.is_closing():
@@ -365,7 +437,12 @@ class AgentSession:
     async def send_user(self, content: str) -> bool:
         """Start a turn with a user message (queued by the CLI if one is running)."""
         assert self.adapter is not None
-        if not self._write(self.adapter.encode_user(content)):
+        if self.driver is not None:
+            if not self._stdin_open():  # the client queues it until the agent can take it
+                return False
+            self.driver.user(content)
+            self._flush_driver()
+        elif not self._write(self.adapter.encode_user(content)):
             return False
         self.turns_open += 1
         self.turn_ended.clear()
@@ -377,6 +454,14 @@ class AgentSession:
         """Ask the agent to stop the running turn; False when it cannot be told."""
         assert self.adapter is not None
         self._request_no += 1
+        if self.driver is not None:
+            if not self._stdin_open() or not self.driver.interrupt():
+                return False
+            self._flush_driver()
+            if self.driver.kills_tools_on_interrupt and self.proc is not None:
+                # The CLI ends the turn but leaves the running command alive (Codex): the runtime stops it.
+                self._tool_stopper = asyncio.ensure_future(stop_descendants(self.proc))
+            return True
         return self._write(self.adapter.encode_interrupt(f"wsruntime-interrupt-{self._request_no}"))
 
     def answer_permission(self, request_id: str, allow: bool, message: str | None) -> bool:
@@ -385,6 +470,11 @@ class AgentSession:
         tool_input = self.pending_permissions.pop(request_id, None)
         if tool_input is None:
             return False
+        if self.driver is not None:
+            if not self._stdin_open() or not self.driver.permission(request_id, allow):
+                return False
+            self._flush_driver()
+            return True
         return self._write(self.adapter.encode_permission(request_id, allow, message, tool_input))
 
     async def stop(self, reason: str, interrupt_wait: float = 1.5, grace: float = 1.0) -> None:
@@ -408,6 +498,30 @@ class AgentSession:
             if not await exited_within(proc, grace):
                 await stop_tree(proc, grace)
         await asyncio.shield(self.task)
+
+
+def tool_processes(agent_pid: int) -> list[int]:
+    """The agent's descendants in sessions of their own: the commands its tools run (Codex starts each in a
+    new session), not the helpers of the agent itself, which stay in the agent's session (blocking)."""
+    found = []
+    for pid in descendants(agent_pid):
+        with contextlib.suppress(OSError):
+            if os.getsid(pid) != agent_pid:
+                found.append(pid)
+    return found
+
+
+async def stop_descendants(proc: ManagedProcess, grace: float = 1.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace``, to the processes of the agent's tools, not to the agent."""
+    loop = asyncio.get_running_loop()
+    pids = await loop.run_in_executor(None, tool_processes, proc.pid)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    await asyncio.sleep(grace)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 async def wait_exit(proc: ManagedProcess) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wsruntime_ext.agents.adapter import AgentAdapter
+from wsruntime_ext.agents.adapter import CAPABILITIES, AgentAdapter
 from wsruntime_ext.agents.claude_code import ClaudeCodeAdapter
 from wsruntime_ext.agents.codex import CodexAdapter
 from wsruntime_ext.agents.gemini import GeminiAdapter
@@ -44,6 +44,7 @@ _OPTION_KINDS = {
     "resume": "null",
     "interactive": "false",
     "permission_prompts": "false",
+    "deltas": "false",
 }
 
 
@@ -62,6 +63,17 @@ def _agent_rules(adapter: type[AgentAdapter]) -> dict[str, Any]:
 
 
 schemas: dict[str, Any] = {
+    "AgentClientFrame": {
+        "description": "What a client sends on a session's stream: a follow-up (interactive sessions) or an interrupt",
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["type", "content"],
+                "properties": {"type": {"const": "user"}, "content": {"type": "string"}},
+            },
+            {"type": "object", "required": ["type"], "properties": {"type": {"const": "interrupt"}}},
+        ],
+    },
     "AgentSession": {
         "type": "object",
         "required": ["id", "agent", "status", "created_at", "updated_at", "message_count"],
@@ -85,6 +97,7 @@ schemas: dict[str, Any] = {
             "error": _NULLABLE_STR,
             "interactive": {"type": "boolean"},
             "permission_prompts": {"type": "boolean"},
+            "deltas": {"type": "boolean", "description": "(extension) live `text_delta`/`thinking_delta` frames"},
             "resumed_from": _NULLABLE_STR,
             "mcp_servers": {
                 "type": ["array", "null"],
@@ -127,8 +140,24 @@ schemas: dict[str, Any] = {
             "append_system_prompt": _TEXT,
             "max_turns": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000},
             "resume": {**_ARGV_STR, "description": "an earlier session's id (ours or the agent's own) to continue"},
-            "interactive": {"type": ["boolean", "null"], "default": False},
-            "permission_prompts": {"type": ["boolean", "null"], "default": False},
+            "interactive": {
+                "type": ["boolean", "null"],
+                "default": False,
+                "description": "keep the agent process for follow-ups; codex, gemini and opencode then run "
+                "long-lived (`codex app-server`, ACP)",
+            },
+            "permission_prompts": {
+                "type": ["boolean", "null"],
+                "default": False,
+                "description": "route the agent's permission questions to the client as `permission_request`; "
+                "the runtime puts the CLI in the mode in which it asks",
+            },
+            "deltas": {
+                "type": ["boolean", "null"],
+                "default": False,
+                "description": "(extension) live `text_delta` / `thinking_delta` frames (see `AgentLiveFrame`) "
+                "before each complete `text` / `thinking`; for the agents with `deltas` in their `capabilities`",
+            },
         },
         "anyOf": [
             {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
@@ -140,9 +169,18 @@ schemas: dict[str, Any] = {
                 "then": {"properties": {"permission_mode": {"enum": [*PERMISSION_MODES, None]}}},
             },
             *(_agent_rules(a) for a in _ADAPTERS if a is not ClaudeCodeAdapter),
+            {  # Gemini's long-lived mode cannot resume: a resume runs one-shot
+                "if": {
+                    "required": ["agent", "resume"],
+                    "properties": {"agent": {"const": GeminiAdapter.name}, "resume": {"type": "string"}},
+                },
+                "then": {"properties": {n: _UNSET["false"] for n in ("interactive", "permission_prompts", "deltas")}},
+            },
         ],
         "description": "`prompt` is required unless `resume` is given (always for codex, gemini and opencode). "
-        "An option the agent does not take (see `options` in `GET /api/v1/agents`) is 400 `unsupported_option`.",
+        "An option the agent does not take (see `options` and `capabilities` in `GET /api/v1/agents`) is 400 "
+        "`unsupported_option` naming it; so is a gemini `resume` with `interactive`, `permission_prompts` or "
+        "`deltas` (its long-lived mode cannot resume).",
     },
     "AgentMessage": {
         "type": "object",
@@ -168,15 +206,36 @@ schemas: dict[str, Any] = {
             "status": {"enum": list(STATUSES)},
         },
     },
+    "AgentLiveFrame": {
+        "type": "object",
+        "description": "(extension) A live-only frame of a session created with `deltas: true`: a chunk of the "
+        "text or thinking block `block` (counted from 0 in its message) as the model writes it. Not stored, "
+        "not replayed, no `seq`: `after` is the seq of the last stored frame, and the complete `text` / "
+        "`thinking` frame of the block follows. A client attached mid-block gets the deltas from then on.",
+        "required": ["type", "content", "block", "after", "session_id"],
+        "properties": {
+            "type": {"enum": ["text_delta", "thinking_delta"]},
+            "content": {"type": "string"},
+            "block": {"type": "integer", "minimum": 0},
+            "after": {"type": "integer", "minimum": 0},
+            "session_id": {"type": "string"},
+        },
+    },
     "AgentInfo": {
         "type": "object",
-        "required": ["name", "available", "version", "path", "options"],
+        "required": ["name", "available", "version", "path", "options", "capabilities"],
         "properties": {
             "name": {"type": "string"},
             "available": {"type": "boolean"},
             "version": _NULLABLE_STR,
             "path": _NULLABLE_STR,
             "options": {"type": "array", "items": {"type": "string"}},
+            "capabilities": {
+                "type": "array",
+                "items": {"enum": list(CAPABILITIES)},
+                "description": "(extension) what the agent supports now; asking for another of `deltas`, "
+                "`interactive`, `permission_prompts`, `resume` is 400 `unsupported_option` (`interrupt`: 409)",
+            },
             "detecting": {
                 "type": "boolean",
                 "const": True,
@@ -205,7 +264,13 @@ _ACCEPTED = json_response("Accepted", ref("Accepted"))
 _SESSION = json_response("The session", ref("AgentSession"))
 
 openapi: dict[str, Any] = {
-    "tags": [{"name": TAG, "description": "Agent CLIs (Claude Code) run in the workspace, streamed as AgentMessages"}],
+    "tags": [
+        {
+            "name": TAG,
+            "description": "Agent CLIs (Claude Code, Codex, Gemini CLI, Qwen Code, opencode) run in the workspace, "
+            "streamed as AgentMessages",
+        }
+    ],
     "schemas": schemas,
     "paths": {
         "/api/v1/agent-sessions": {
@@ -300,8 +365,10 @@ openapi: dict[str, Any] = {
         "/api/v1/agent-sessions/{session_id}/interrupt": {
             "post": {
                 "summary": "Stop the current turn, keep the session",
-                "description": "409 `session_ended`; 409 `interrupt_unsupported` for the agents that run one "
-                "process per turn (codex, gemini, opencode): DELETE ends their turn.",
+                "description": "409 `session_ended`; 409 `interrupt_unsupported` for a session of codex, gemini "
+                "or opencode created without `interactive`, `permission_prompts` or `deltas` (one process per "
+                "turn): DELETE ends its turn. Their long-lived sessions (ACP, codex app-server) are "
+                "interrupted like claude-code's: the turn ends with `error` `interrupted`, the process stays.",
                 "tags": [TAG],
                 "parameters": [_ID],
                 "responses": {"202": _ACCEPTED, **errors(404, 409)},
@@ -354,7 +421,8 @@ openapi: dict[str, Any] = {
                 "`AgentMessage` a frame. When the session ends: one final `status` frame, then close 1000. "
                 'Client frames: `{"type": "user", "content"}`, `{"type": "interrupt"}`, '
                 '`{"type": "permission", "request_id", "behavior", "message"?}`; a refused one is answered '
-                'with `{"type": "reply", "ok": false, "error"}` (no seq: not part of the stream). A client more '
+                'with `{"type": "reply", "ok": false, "error"}` (no seq: not part of the stream). With `deltas`, '
+                "`AgentLiveFrame`s come in their place between the stored frames (live only). A client more "
                 "than 100000 live frames behind, or whose socket takes nothing for 15 s, is closed with 1013: "
                 "reconnect with `?after=`.",
                 [TAG],

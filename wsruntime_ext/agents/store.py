@@ -15,6 +15,7 @@ import re
 from typing import IO, Any
 
 from wsruntime_ext.paths import atomic_write
+from wsruntime_ext.temps import TempRegistry
 
 log = logging.getLogger("wsruntime.agents")
 
@@ -49,8 +50,9 @@ class MessageLog:
 class SessionStore:
     """Reads and writes the records and message logs under the state directory (blocking: off the IOLoop)."""
 
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, temps: TempRegistry | None = None) -> None:
         self.root = os.path.join(state_dir, "agent-sessions")
+        self.temps = temps
 
     def directory(self, session_id: str) -> str:
         return os.path.join(self.root, session_id)
@@ -79,7 +81,7 @@ class SessionStore:
 
     def save(self, record: dict[str, Any]) -> None:
         data = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")
-        atomic_write(os.path.join(self.directory(record["id"]), "session.json"), data)
+        atomic_write(os.path.join(self.directory(record["id"]), "session.json"), data, temps=self.temps)
 
     def load_all(self) -> list[dict[str, Any]]:
         """Every stored session record (unreadable ones are skipped and logged)."""
