@@ -698,7 +698,9 @@ def licences_index(contents: Contents) -> bytes:
         "Third-party software bundled in wsruntime.pyz",
         "",
         "Each project's licence files are in the folder named after it. Swagger UI, which serves /docs,",
-        "is part of wsruntime_ext: see wsruntime_ext/docs_assets/LICENSE and NOTICE.",
+        "is part of wsruntime_ext: see wsruntime_ext/docs_assets/LICENSE and NOTICE. The console at /ui",
+        "bundles npm packages: wsruntime_ext/ui_assets/vendor/VERSIONS names them, LICENSES/ beside it",
+        "has their texts.",
         "",
     ]
     for entry in contents.bundled:

@@ -2,7 +2,9 @@
 
 ``GET``/``PUT`` ``/api/v1/settings``, ``/settings/hooks`` and ``/settings/mcp``
 with ``?scope=project|local|user`` (and the read-only merged ``effective``
-view). ``schema.py`` validates bodies with JSON paths, ``service.py`` knows
+view); ``?agent=codex|gemini|qwen-code|opencode`` for the other agents
+(``agent_settings.py``, declared per agent in ``profiles.py``), and
+``PATCH …/mcp?agent=all`` for all five at once. ``schema.py`` validates bodies with JSON paths, ``service.py`` knows
 where each scope lives and reads, merges and writes files atomically and
 conflict-safely, ``handlers.py`` is the thin HTTP layer and ``spec.py`` the
 OpenAPI description. The home directory is the one the agent sessions get
@@ -12,8 +14,10 @@ OpenAPI description. The home directory is the one the agent sessions get
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
+from wsruntime_ext.settings.agent_settings import AgentSettingsService
 from wsruntime_ext.settings.handlers import handlers
 from wsruntime_ext.settings.service import SettingsService
 from wsruntime_ext.settings.spec import openapi
@@ -21,8 +25,18 @@ from wsruntime_ext.settings.spec import openapi
 if TYPE_CHECKING:
     from wsruntime_ext.context import Context
 
-__all__ = ["SettingsService", "handlers", "openapi", "startup"]
+__all__ = ["AgentSettingsService", "SettingsService", "handlers", "openapi", "startup"]
 
 
 async def startup(ctx: Context) -> None:
-    ctx.settings = SettingsService(ctx.workspace, ctx.config.home_dir, ctx.run_blocking)
+    ctx.settings = SettingsService(ctx.workspace, ctx.config.home_dir, ctx.run_blocking, temps=ctx.temps)
+
+    def environment() -> dict[str, str]:
+        # The environment agent sessions get (--home, a test's overrides): where each CLI looks for its files.
+        agents = getattr(ctx, "agents", None)
+        return agents.session_environment() if agents is not None else {**os.environ, "HOME": ctx.config.home_dir}
+
+    ctx.agent_settings = AgentSettingsService(
+        ctx.workspace, ctx.config.home_dir, ctx.run_blocking, ctx.settings, environment
+    )
+    await ctx.run_blocking(ctx.agent_settings.refresh_files)

@@ -152,12 +152,14 @@ def check_depth(value: Any, path: str = "$", depth: int = 0) -> None:
 # -- hooks ----------------------------------------------------------------------------
 
 
-def validate_hooks(value: Any, path: str = "$.hooks") -> dict[str, Any]:
+def validate_hooks(
+    value: Any, path: str = "$.hooks", events: tuple[str, ...] = HOOK_EVENTS, agent: str = "Claude Code"
+) -> dict[str, Any]:
     """``{"<Event>": [{"matcher"?: str, "hooks": [{"type": "command", "command": str, "timeout"?: number}]}]}``."""
     for event, groups in check_object(value, path).items():
         event_path = member(path, event)
-        if event not in HOOK_EVENTS:
-            raise SettingsInvalid(event_path, f"is not a hook event Claude Code knows ({', '.join(HOOK_EVENTS)})")
+        if event not in events:
+            raise SettingsInvalid(event_path, f"is not a hook event {agent} knows ({', '.join(events)})")
         if not isinstance(groups, list):
             raise _fail(event_path, "an array of matcher groups", groups)
         for g, group in enumerate(groups):
@@ -192,8 +194,9 @@ def _validate_hook(hook: Any, path: str) -> None:
 # -- MCP servers ----------------------------------------------------------------------
 
 
-def validate_mcp_servers(value: Any, path: str = "$.mcpServers") -> dict[str, Any]:
-    """``{"<name>": stdio {command, args?, env?} | sse/http {url, headers?}}``."""
+def validate_mcp_servers(value: Any, path: str = "$.mcpServers", native: bool = False) -> dict[str, Any]:
+    """``{"<name>": stdio {command, args?, env?, cwd?} | sse/http {url, headers?}}``; ``native``: whether a
+    server may carry the ``native`` object of another agent's format (Claude Code's servers may not)."""
     for name, server in check_object(value, path).items():
         server_path = member(path, name)
         if not visible(name) or _CONTROL.search(name):
@@ -210,6 +213,8 @@ def validate_mcp_servers(value: Any, path: str = "$.mcpServers") -> dict[str, An
                 check_string_list(server["args"], f"{server_path}.args")
             if "env" in server:
                 check_string_map(server["env"], f"{server_path}.env")
+            if "cwd" in server:
+                check_string(server["cwd"], f"{server_path}.cwd", non_empty=True)
         else:
             if "url" not in server:
                 raise SettingsInvalid(f"{server_path}.url", f"is required for an {kind} server")
@@ -218,6 +223,12 @@ def validate_mcp_servers(value: Any, path: str = "$.mcpServers") -> dict[str, An
                 raise SettingsInvalid(f"{server_path}.url", "must be an http:// or https:// URL")
             if "headers" in server:
                 check_string_map(server["headers"], f"{server_path}.headers")
+        if "native" in server:
+            if not native:
+                raise SettingsInvalid(
+                    f"{server_path}.native", "belongs to one agent's own format: PUT it with ?agent=<that agent>"
+                )
+            check_object(server["native"], f"{server_path}.native")
     return value  # type: ignore[no-any-return]
 
 

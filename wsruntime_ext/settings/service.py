@@ -31,6 +31,7 @@ from wsruntime_ext.settings.schema import (
     validate_mcp_servers,
     validate_settings,
 )
+from wsruntime_ext.temps import TempRegistry
 
 SCOPES = ("project", "local", "user")
 READ_SCOPES = (*SCOPES, "effective")
@@ -106,10 +107,16 @@ class SettingsService:
     """Claude Code's settings, hooks and MCP servers in the three scopes (API.md "Claude Code settings")."""
 
     def __init__(
-        self, workspace: str, home: str, run_blocking: RunBlocking, environ: Mapping[str, str] | None = None
+        self,
+        workspace: str,
+        home: str,
+        run_blocking: RunBlocking,
+        environ: Mapping[str, str] | None = None,
+        temps: TempRegistry | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
         self.workspace = workspace
+        self.temps = temps  # where every temporary file is recorded (temps.py)
         self.home = os.path.abspath(home)
         self.run_blocking = run_blocking
         # CLAUDE_CONFIG_DIR moves both ~/.claude/ and ~/.claude.json (checked with the 2.1.197 CLI).
@@ -239,7 +246,7 @@ class SettingsService:
         mode = where.new_mode if not loaded.exists else None
         temp_dir = nearest_existing_directory(os.path.dirname(where.file))
         try:
-            with AtomicWriter(where.file, mode=mode, temp_dir=temp_dir) as writer:
+            with AtomicWriter(where.file, mode=mode, temp_dir=temp_dir, temps=self.temps) as writer:
                 writer.write(data)
                 return writer.commit(check=unchanged)
         except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
@@ -249,7 +256,7 @@ class SettingsService:
         """Keep the unreadable file beside itself before ``force`` replaces it; returns where (as shown)."""
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         target = f"{where.file}.bak-{stamp}"
-        atomic_write(target, loaded.raw, mode=loaded.mode)
+        atomic_write(target, loaded.raw, mode=loaded.mode, temps=self.temps)
         return f"{where.shown}.bak-{stamp}"
 
 
@@ -299,8 +306,16 @@ def validate(part: str, value: Any) -> None:
         raise invalid_settings(path, "is nested too deeply") from None
 
 
-def load(where: Location) -> Loaded:
-    """Read and parse a settings file; a missing one is ``{}``. Unparsable content sets ``error`` (422)."""
+def parse_json(text: str) -> Any:
+    """Strict JSON (Claude Code's files); other formats pass their own parser to :func:`load`."""
+    return json.loads(text)
+
+
+def load(where: Location, parser: Callable[[str], Any] = parse_json) -> Loaded:
+    """Read and parse a settings file; a missing one is ``{}``. Unparsable content sets ``error`` (422).
+
+    ``parser`` raises an error with ``msg``, ``lineno`` and ``colno`` (as ``json.JSONDecodeError`` does) on a
+    text that is not its format."""
     try:
         fd = os.open(where.file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except (FileNotFoundError, NotADirectoryError):
@@ -330,12 +345,14 @@ def load(where: Location) -> Loaded:
     if not raw.strip():
         return loaded  # an empty file reads as {} (the CLI treats it the same)
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = parser(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         loaded.error = invalid_file(where, f"not UTF-8 ({exc.reason} at byte {exc.start})")
         return loaded
-    except json.JSONDecodeError as exc:
-        loaded.error = invalid_file(where, exc.msg, line=exc.lineno, column=exc.colno)
+    except ValueError as exc:  # JSONDecodeError, JsoncError, tomlkit's ParseError
+        msg = getattr(exc, "msg", None) or str(exc)
+        line, column = getattr(exc, "lineno", getattr(exc, "line", 1)), getattr(exc, "colno", getattr(exc, "col", 1))
+        loaded.error = invalid_file(where, msg, line=line, column=column)
         return loaded
     except RecursionError:
         loaded.error = invalid_file(where, "nested too deeply")

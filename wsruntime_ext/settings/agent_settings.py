@@ -1,0 +1,652 @@
+"""Settings, hooks and MCP servers of Codex, Gemini CLI, Qwen Code and opencode (API.md "Every agent's settings").
+
+One service for the four, driven by the declarations in ``profiles.py``: it
+reads each CLI's file in its own format (TOML through tomlkit, JSON with
+comments through ``jsonc.py``), shows it as JSON, and writes back only what
+changed, keeping comments, key order and every untouched key. MCP servers are
+translated to and from Claude Code's shape. Trust (Codex project trust, Gemini
+trusted folders, Qwen MCP approvals) is reported on every read and recorded
+only when asked (``trust=True``).
+
+Every write is staged — all the files it changes are computed first — and then
+committed file by file, each rename checked against the version read; when one
+fails, the files already committed are put back. ``PATCH …/mcp?agent=all`` is
+one such write over every agent (Claude Code's files included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any, Callable
+
+from wsruntime_ext.base import ApiError
+from wsruntime_ext.paths import AtomicWriter, atomic_write, file_etag, nearest_existing_directory, resolve_in_workspace
+from wsruntime_ext.settings import jsonc
+from wsruntime_ext.settings.formats import json_bytes, parser_for, qwen_approval_hash, render
+from wsruntime_ext.settings.profiles import PROFILES, AgentProfile, normalize_mcp_json
+from wsruntime_ext.settings.schema import (
+    SettingsInvalid,
+    check_depth,
+    check_object,
+    member,
+    validate_hooks,
+    validate_mcp_servers,
+)
+from wsruntime_ext.settings.service import (
+    ABSENT_ETAG,
+    WRITE_ATTEMPTS,
+    Conditions,
+    Loaded,
+    Location,
+    RunBlocking,
+    SettingsService,
+    deep_merge,
+    extract,
+    invalid_settings,
+    load,
+    unusable,
+)
+
+CLAUDE = "claude-code"
+AGENTS = (CLAUDE, *PROFILES)
+AGENT_SCOPES = ("project", "user")
+TRUSTED_FOLDER_RULES = ("TRUST_FOLDER", "TRUST_PARENT", "DO_NOT_TRUST")
+
+
+class _ChangedMeanwhile(Exception):
+    """A staged file changed between its read and its rename."""
+
+
+@dataclasses.dataclass
+class Change:
+    """One staged file: what was read and what replaces it."""
+
+    where: Location
+    loaded: Loaded
+    data: bytes
+    landed: os.stat_result | None = None
+
+
+def _no_nulls(value: Any, path: str) -> None:
+    if value is None:
+        raise SettingsInvalid(path, "must not be null (TOML has no null)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _no_nulls(item, member(path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _no_nulls(item, f"{path}[{index}]")
+
+
+class AgentSettingsService:
+    """The four other agents' settings in the ``project`` and ``user`` scopes, and MCP servers for all five."""
+
+    def __init__(
+        self,
+        workspace: str,
+        home: str,
+        run_blocking: RunBlocking,
+        claude: SettingsService,
+        environ: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
+        self.workspace = workspace
+        self.home = os.path.abspath(home)
+        self.run_blocking = run_blocking
+        self.claude = claude
+        self.environ = environ or (lambda: os.environ)
+        self._lock = asyncio.Lock()  # this service's writes take turns (a PATCH spans many files)
+        self.files_known: dict[str, list[dict[str, Any]]] = {}  # agent → its settings files (for /health)
+
+    # -- where things are --------------------------------------------------------------
+
+    @staticmethod
+    def profile(agent: str) -> AgentProfile:
+        profile = PROFILES.get(agent)
+        if profile is None:
+            raise ApiError(400, "unknown_agent", f"Unknown agent {agent[:80]!r}", known=list(AGENTS))
+        return profile
+
+    def _env(self) -> Mapping[str, str]:
+        return self.environ()
+
+    def _shown(self, path: str) -> str:
+        rel = os.path.relpath(path, self.home)
+        return path if rel.startswith("..") else "~/" + rel.replace(os.sep, "/")
+
+    def _home_location(self, scope: str, path: str, keys: tuple[str, ...] = (), mode: int | None = None) -> Location:
+        return Location(scope, os.path.realpath(path), self._shown(path), keys, mode)
+
+    def _workspace_location(self, scope: str, rel: str, keys: tuple[str, ...] = ()) -> Location:
+        return Location(scope, resolve_in_workspace(self.workspace, rel).real, rel, keys, None)
+
+    def settings_location(self, profile: AgentProfile, scope: str) -> Location:
+        """The agent's settings file in ``scope``: the first candidate that exists, else the last."""
+        names = profile.files[scope]
+        if scope == "project":
+            for rel in names:
+                where = self._workspace_location(scope, rel)
+                if os.path.exists(where.file):
+                    return where
+            return self._workspace_location(scope, names[-1])
+        base = profile.config_dir(self._env(), self.home)
+        for name in names:
+            if os.path.exists(os.path.join(base, name)):
+                return self._home_location(scope, os.path.join(base, name))
+        return self._home_location(scope, os.path.join(base, names[-1]))
+
+    def hooks_location(self, profile: AgentProfile, scope: str) -> tuple[Location, str]:
+        """Where the hooks are, and that file's format (Codex: ``hooks.json``; others: their settings)."""
+        if profile.hooks_file is None:
+            where = self.settings_location(profile, scope)
+            return dataclasses.replace(where, keys=("hooks",)), profile.format
+        name = profile.hooks_file[scope]
+        if scope == "project":
+            return self._workspace_location(scope, name, ("hooks",)), "json"
+        base = profile.config_dir(self._env(), self.home)
+        return self._home_location(scope, os.path.join(base, name), ("hooks",)), "json"
+
+    def settings_files(self, agent: str) -> list[dict[str, Any]]:
+        """The files this agent's settings live in, per scope, and whether they exist (blocking)."""
+        if agent == CLAUDE:
+            found = []
+            for scope in ("project", "local", "user"):
+                for part in ("settings", "mcpServers"):
+                    where = self.claude.location(scope, part)
+                    found.append({"scope": scope, "path": where.shown, "exists": os.path.isfile(where.file)})
+            return found
+        profile = self.profile(agent)
+        found = []
+        for scope in AGENT_SCOPES:
+            wheres = [self.settings_location(profile, scope)]
+            if profile.hooks_file is not None:
+                wheres.append(self.hooks_location(profile, scope)[0])
+            for where in wheres:
+                found.append({"scope": scope, "path": where.shown, "exists": os.path.isfile(where.file)})
+        return found
+
+    def refresh_files(self) -> dict[str, list[dict[str, Any]]]:
+        """Re-check every agent's settings files (blocking); what /health shows until the next refresh."""
+        known = {}
+        for agent in AGENTS:
+            try:
+                known[agent] = self.settings_files(agent)
+            except ApiError:  # a workspace file that leads outside: not listed
+                known[agent] = []
+        self.files_known = known
+        return known
+
+    # -- trust -------------------------------------------------------------------------
+
+    def _trust_files(self, profile: AgentProfile) -> Location | None:
+        env = self._env()
+        if profile.trust == "codex-project":
+            return self._home_location("user", os.path.join(profile.config_dir(env, self.home), "config.toml"))
+        if profile.trust == "gemini-folder":
+            path = env.get("GEMINI_CLI_TRUSTED_FOLDERS_PATH") or os.path.join(
+                profile.config_dir(env, self.home), "trustedFolders.json"
+            )
+            return self._home_location("user", path, (), 0o600)
+        if profile.trust == "qwen-approval":
+            path = env.get("QWEN_CODE_MCP_APPROVALS_PATH") or os.path.join(
+                profile.config_dir(env, self.home), "mcpApprovals.json"
+            )
+            return self._home_location("user", path, (), 0o600)
+        return None
+
+    def _needs_trust(self, profile: AgentProfile, scope: str) -> bool:
+        if profile.trust in ("codex-project", "qwen-approval"):
+            return scope == "project"
+        return profile.trust == "gemini-folder"  # Gemini suppresses even user-level servers in an untrusted folder
+
+    def trusted(self, profile: AgentProfile, scope: str, project_servers: dict[str, Any] | None = None) -> bool:
+        """Whether the CLI uses ``scope``'s contents now, as far as trust goes (blocking)."""
+        if not self._needs_trust(profile, scope):
+            return True
+        where = self._trust_files(profile)
+        assert where is not None
+        loaded = load(where, parser_for("toml" if profile.trust == "codex-project" else "jsonc"))
+        data = loaded.data if loaded.error is None else {}
+        if profile.trust == "codex-project":
+            entry = data.get("projects", {}).get(self.workspace) if isinstance(data.get("projects"), dict) else None
+            return isinstance(entry, dict) and entry.get("trust_level") == "trusted"
+        if profile.trust == "gemini-folder":
+            return self._gemini_trusted(profile, data)
+        # Qwen: every project server (.mcp.json's too) approved for exactly its current entry.
+        project_servers = self._project_native_servers(profile, project_servers)
+        approvals = data.get(self.workspace, {})
+        approvals = approvals if isinstance(approvals, dict) else {}
+        for name, entry in project_servers.items():
+            record = approvals.get(name)
+            if not (
+                isinstance(record, dict)
+                and record.get("status") == "approved"
+                and isinstance(entry, dict)
+                and record.get("hash") == qwen_approval_hash(entry)
+            ):
+                return False
+        return True
+
+    def _gemini_trusted(self, profile: AgentProfile, folders: dict[str, Any]) -> bool:
+        env = self._env()
+        if env.get("GEMINI_CLI_TRUST_WORKSPACE") in ("true", "false"):
+            return env["GEMINI_CLI_TRUST_WORKSPACE"] == "true"
+        user = load(self.settings_location(profile, "user"), jsonc.parse)
+        security = user.data.get("security") if user.error is None else None
+        folder_trust = security.get("folderTrust") if isinstance(security, dict) else None
+        if isinstance(folder_trust, dict) and folder_trust.get("enabled") is False:
+            return True
+        best, rule = -1, "DO_NOT_TRUST"
+        for path, value in folders.items():
+            if not isinstance(path, str) or value not in TRUSTED_FOLDER_RULES:
+                continue
+            base = os.path.dirname(path.rstrip("/")) if value == "TRUST_PARENT" else path.rstrip("/") or "/"
+            if (self.workspace == base or self.workspace.startswith(base.rstrip("/") + "/")) and len(base) > best:
+                best, rule = len(base), value
+        return best >= 0 and rule != "DO_NOT_TRUST"
+
+    def _project_native_servers(self, profile: AgentProfile, own: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The project's servers as the CLI assembles them (Qwen: ``.mcp.json`` < its project settings);
+        ``own``: the project settings' servers, when they are about to be written."""
+        if own is None:
+            loaded = load(self.settings_location(profile, "project"), parser_for(profile.format))
+            servers = loaded.data.get(profile.mcp_key) if loaded.error is None else None
+            own = servers if isinstance(servers, dict) else {}
+        return {**self._mcp_json_servers(profile), **own}
+
+    def _mcp_json_servers(self, profile: AgentProfile) -> dict[str, Any]:
+        if not profile.reads_mcp_json:
+            return {}
+        loaded = load(self.claude.location("project", "mcpServers"))
+        servers = loaded.data.get("mcpServers") if loaded.error is None else None
+        if not isinstance(servers, dict):
+            return {}
+        return {name: normalize_mcp_json(s) for name, s in servers.items() if isinstance(s, dict)}
+
+    def _stage_trust(self, profile: AgentProfile, scope: str, project_servers: dict[str, Any]) -> Change | None:
+        """The change that records trust for ``scope`` the way the CLI does, or None when nothing is needed."""
+        if not self._needs_trust(profile, scope):
+            return None
+        where = self._trust_files(profile)
+        assert where is not None
+        fmt = "toml" if profile.trust == "codex-project" else "json"
+        loaded = load(where, parser_for("toml" if fmt == "toml" else "jsonc"))
+        if loaded.error is not None:
+            raise loaded.error
+        new = json.loads(json.dumps(loaded.data))
+        if profile.trust == "codex-project":
+            projects = new.setdefault("projects", {})
+            if not isinstance(projects, dict):
+                raise ApiError(
+                    422, "settings_file_invalid", f"{where.shown}: projects is not a table", path=where.shown
+                )
+            entry = projects.setdefault(self.workspace, {})
+            if not isinstance(entry, dict):
+                projects[self.workspace] = entry = {}
+            entry["trust_level"] = "trusted"
+        elif profile.trust == "gemini-folder":
+            if self.trusted(profile, scope):
+                return None
+            new[self.workspace] = "TRUST_FOLDER"
+        else:
+            records = new.get(self.workspace)
+            records = dict(records) if isinstance(records, dict) else {}
+            for name, entry in self._project_native_servers(profile, project_servers).items():
+                if isinstance(entry, dict):
+                    records[name] = {"hash": qwen_approval_hash(entry), "status": "approved"}
+            new[self.workspace] = records
+        if new == loaded.data and loaded.exists:
+            return None
+        return Change(where, loaded, render(fmt, loaded, new))
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _load(self, where: Location, fmt: str) -> Loaded:
+        loaded = load(where, parser_for(fmt))
+        if loaded.error is not None:
+            raise loaded.error
+        return loaded
+
+    async def read(self, agent: str, scope: str, part: str) -> tuple[dict[str, Any], str]:
+        """What GET answers for ``part`` of ``agent`` in ``scope`` (``effective``: merged), and its ETag."""
+        profile = self.profile(agent)
+        if part == "hooks" and profile.hook_events is None:
+            raise _hooks_unsupported(agent)
+        if scope == "effective":
+            return await self.run_blocking(self._read_effective, profile, part)
+        return await self.run_blocking(self._read_scope, profile, scope, part)
+
+    def _read_scope(self, profile: AgentProfile, scope: str, part: str) -> tuple[dict[str, Any], str]:
+        where, fmt = self._where(profile, scope, part)
+        loaded = self._load(where, fmt)
+        return self._answer(profile, where, part, loaded), loaded.etag
+
+    def _where(self, profile: AgentProfile, scope: str, part: str) -> tuple[Location, str]:
+        if part == "hooks":
+            return self.hooks_location(profile, scope)
+        where = self.settings_location(profile, scope)
+        keys = (profile.mcp_key,) if part == "mcpServers" else ()
+        return dataclasses.replace(where, keys=keys), profile.format
+
+    def _answer(self, profile: AgentProfile, where: Location, part: str, loaded: Loaded) -> dict[str, Any]:
+        value = extract(loaded.data, where.keys, where.shown)
+        if part == "mcpServers":
+            servers = {name: profile.from_native(s) for name, s in value.items() if isinstance(s, dict)}
+            trusted = self.trusted(profile, where.scope, value if where.scope == "project" else None)
+            value = servers
+        elif part == "hooks" and profile.hooks_trust_unrecordable:
+            trusted = False  # `codex exec` skips hooks it has not trusted, and that trust cannot be written here
+        else:
+            trusted = self.trusted(profile, where.scope)
+        return {
+            "agent": profile.name,
+            "scope": where.scope,
+            "path": where.shown,
+            "exists": loaded.exists,
+            part: value,
+            "trusted": trusted,
+        }
+
+    def _read_effective(self, profile: AgentProfile, part: str) -> tuple[dict[str, Any], str]:
+        merged: dict[str, Any] = {}
+        sources, etags = [], []
+        for scope in ("user", "project"):  # the project wins
+            where, fmt = self._where(profile, scope, part)
+            loaded = self._load(where, fmt)
+            used = scope == "user" or not profile.project_trusted_only or self.trusted(profile, "project")
+            sources.append({"scope": scope, "path": where.shown, "exists": loaded.exists, "used": used})
+            etags.append(loaded.etag)
+            if not used:
+                continue
+            value = extract(loaded.data, where.keys, where.shown)
+            if part == "mcpServers" and scope == "project":
+                merged = {**merged, **self._mcp_json_servers(profile)}  # Qwen: .mcp.json below its own file
+            if part == "mcpServers":
+                merged = {**merged, **{n: s for n, s in value.items() if isinstance(s, dict)}}  # a name: replaced
+            else:
+                merged = deep_merge(merged, value)  # hooks arrays concatenate, objects merge
+        if part == "mcpServers":
+            merged = {name: profile.from_native(s) for name, s in merged.items()}
+        digest = hashlib.sha256("|".join(etags).encode()).hexdigest()[:32]
+        answer = {
+            "agent": profile.name,
+            "scope": "effective",
+            "path": None,
+            "exists": any(s["exists"] for s in sources),
+            part: merged,
+            "sources": sources,
+            "trusted": all(self.trusted(profile, s) for s in AGENT_SCOPES),
+        }
+        return answer, f'W/"{digest}"'
+
+    # -- validating --------------------------------------------------------------------
+
+    def validate(self, profile: AgentProfile, part: str, value: Any) -> None:
+        path = f"$.{part}"
+        try:
+            check_depth(value, path)
+            if part == "hooks":
+                assert profile.hook_events is not None
+                validate_hooks(value, path, profile.hook_events, profile.name)
+            elif part == "mcpServers":
+                self.validate_servers(profile, value, path)
+            else:
+                settings = check_object(value, path)
+                if "hooks" in settings and profile.hooks_file is None and profile.hook_events is not None:
+                    validate_hooks(settings["hooks"], f"{path}.hooks", profile.hook_events, profile.name)
+                if profile.mcp_key in settings:
+                    check_object(settings[profile.mcp_key], member(path, profile.mcp_key))
+            if profile.format == "toml":
+                _no_nulls(value, path)
+        except SettingsInvalid as exc:
+            raise invalid_settings(exc.path, exc.message) from None
+        except RecursionError:
+            raise invalid_settings(path, "is nested too deeply") from None
+
+    @staticmethod
+    def validate_servers(profile: AgentProfile | None, value: Any, path: str, allow_null: bool = False) -> None:
+        """API-shape servers (Claude Code's, plus ``cwd`` and ``native``); ``allow_null``: a PATCH's removals."""
+        servers = check_object(value, path)
+        present = {name: s for name, s in servers.items() if not (allow_null and s is None)}
+        validate_mcp_servers(present, path, native=profile is not None)
+        for name, server in present.items():
+            server_path = member(path, name)
+            if "cwd" in server:
+                if profile is not None and not profile.mcp_cwd:
+                    raise SettingsInvalid(f"{server_path}.cwd", f"{profile.name} has no working directory for servers")
+                if server.get("type", "stdio") != "stdio":
+                    raise SettingsInvalid(f"{server_path}.cwd", "is for stdio servers only")
+            if profile is not None and profile.format == "toml" and server.get("type") == "sse":
+                raise SettingsInvalid(f"{server_path}.type", f"{profile.name} speaks streamable HTTP only: use http")
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def write(
+        self,
+        agent: str,
+        scope: str,
+        part: str,
+        value: Any,
+        conditions: Conditions,
+        force: bool = False,
+        trust: bool = False,
+    ) -> tuple[dict[str, Any], str]:
+        """Validate ``value`` and put it in place of ``part`` in ``agent``'s ``scope``; trust it if asked."""
+        profile = self.profile(agent)
+        if part == "hooks" and profile.hook_events is None:
+            raise _hooks_unsupported(agent)
+        self.validate(profile, part, value)
+        if trust and part == "hooks" and profile.hooks_trust_unrecordable:
+            raise ApiError(
+                422,
+                "trust_unsupported",
+                f"{agent} keeps its hook trust as a hash whose format is not known: trust its hooks in the CLI "
+                "itself (the TUI asks), or leave out trust=true",
+                agent=agent,
+            )
+        async with self._lock:
+            answer = await self.run_blocking(self._write, profile, scope, part, value, conditions, force, trust)
+            await self.run_blocking(self.refresh_files)
+            return answer
+
+    def _write(
+        self,
+        profile: AgentProfile,
+        scope: str,
+        part: str,
+        value: Any,
+        conditions: Conditions,
+        force: bool,
+        trust: bool,
+    ) -> tuple[dict[str, Any], str]:
+        for _attempt in range(WRITE_ATTEMPTS):
+            where, fmt = self._where(profile, scope, part)
+            loaded = load(where, parser_for(fmt))
+            conditions.check(loaded.etag, loaded.exists, where.shown)
+            backup = None
+            if loaded.error is not None:
+                if not force:
+                    raise loaded.error
+                backup = _backup(where, loaded)
+                loaded = Loaded(loaded.exists, {}, loaded.etag, b"", loaded.mode)
+            new = self._new_document(profile, where, part, value, loaded)
+            changes = [Change(where, loaded, render(fmt, loaded, new))]
+            if trust:
+                servers = new.get(profile.mcp_key, {}) if part != "hooks" else self._project_native_servers(profile)
+                change = self._stage_trust(profile, scope, servers if isinstance(servers, dict) else {})
+                if change is not None:
+                    changes.append(change)
+            try:
+                commit_all(changes, conditions)
+            except _ChangedMeanwhile:
+                continue
+            fresh = Loaded(True, new, file_etag(changes[0].landed)) if changes[0].landed else loaded
+            answer = self._answer(profile, where, part, fresh)
+            if backup is not None:
+                answer["backup"] = backup
+            return answer, fresh.etag
+        raise ApiError(409, "settings_file_busy", "The settings file kept changing while it was written; try again")
+
+    def _new_document(
+        self, profile: AgentProfile, where: Location, part: str, value: dict[str, Any], loaded: Loaded
+    ) -> dict[str, Any]:
+        if part == "settings":
+            return value
+        if part == "hooks":
+            return {**loaded.data, "hooks": value}
+        current = extract(loaded.data, where.keys, where.shown)
+        return {**loaded.data, profile.mcp_key: self._native_servers(profile, current, value)}
+
+    @staticmethod
+    def _native_servers(profile: AgentProfile, current: dict[str, Any], servers: dict[str, Any]) -> dict[str, Any]:
+        """``servers`` (API shape) in the agent's format; an entry that reads back the same is kept as it is."""
+        native = {}
+        for name, server in servers.items():
+            old = current.get(name)
+            if isinstance(old, dict) and profile.from_native(old) == server:
+                native[name] = old
+            else:
+                native[name] = profile.to_native(server)
+        return native
+
+    # -- every agent at once -----------------------------------------------------------
+
+    async def read_all(self, scope: str) -> dict[str, Any]:
+        """``GET …/mcp?agent=all``: each agent's servers (API shape) and trust in ``scope``."""
+        agents: dict[str, Any] = {}
+        claude, _ = await self.claude.read(scope, "mcpServers")
+        # Claude Code's approval of project servers is not modelled here: true means "nothing recorded blocks it".
+        agents[CLAUDE] = {"path": claude["path"], "exists": claude["exists"], "mcpServers": claude["mcpServers"]}
+        agents[CLAUDE]["trusted"] = True
+        for agent in PROFILES:
+            answer, _ = await self.read(agent, scope, "mcpServers")
+            agents[agent] = {k: answer[k] for k in ("path", "exists", "mcpServers", "trusted")}
+        return {"agent": "all", "scope": scope, "agents": agents}
+
+    async def patch_all(self, scope: str, servers: Any, trust: bool = False) -> dict[str, Any]:
+        """Add, replace or (``None``) remove ``servers`` for every agent, all or nothing."""
+        try:
+            self.validate_servers(None, servers, "$.mcpServers", allow_null=True)
+            for profile in PROFILES.values():
+                present = {n: s for n, s in servers.items() if s is not None}
+                self.validate_servers(profile, present, "$.mcpServers")
+                if profile.format == "toml":
+                    _no_nulls(present, "$.mcpServers")
+        except SettingsInvalid as exc:
+            raise invalid_settings(exc.path, exc.message) from None
+        async with self._lock:
+            await self.run_blocking(self._patch_all, scope, servers, trust)
+            await self.run_blocking(self.refresh_files)
+        return await self.read_all(scope)
+
+    def _patch_all(self, scope: str, servers: dict[str, Any], trust: bool) -> None:
+        for _attempt in range(WRITE_ATTEMPTS):
+            changes = []
+            where = self.claude.location(scope, "mcpServers")
+            loaded = self._load(where, "json")
+            current = extract(loaded.data, where.keys, where.shown)
+            updated = {**current}
+            for name, server in servers.items():
+                if server is None:
+                    updated.pop(name, None)
+                else:
+                    updated[name] = server
+            if updated != current:
+                changes.append(Change(where, loaded, json_bytes(_replace(loaded.data, where.keys, updated))))
+            for profile in PROFILES.values():
+                where, fmt = self._where(profile, scope, "mcpServers")
+                loaded = self._load(where, fmt)
+                native = extract(loaded.data, where.keys, where.shown)
+                new_native = dict(native)
+                for name, server in servers.items():
+                    if server is None:
+                        new_native.pop(name, None)
+                    else:
+                        new_native.update(self._native_servers(profile, native, {name: server}))
+                if new_native != native:
+                    changes.append(
+                        Change(where, loaded, render(fmt, loaded, {**loaded.data, profile.mcp_key: new_native}))
+                    )
+                if trust:
+                    change = self._stage_trust(profile, scope, new_native)
+                    if change is not None:
+                        changes.append(change)
+            try:
+                commit_all(changes, Conditions())
+            except _ChangedMeanwhile:
+                continue
+            return
+        raise ApiError(409, "settings_file_busy", "A settings file kept changing while it was written; try again")
+
+
+def _replace(document: dict[str, Any], keys: tuple[str, ...], value: dict[str, Any]) -> dict[str, Any]:
+    if not keys:
+        return value
+    inner = document.get(keys[0], {})
+    return {**document, keys[0]: _replace(inner if isinstance(inner, dict) else {}, keys[1:], value)}
+
+
+def _hooks_unsupported(agent: str) -> ApiError:
+    return ApiError(
+        422,
+        "hooks_unsupported",
+        f"{agent} has no command hooks (opencode uses JS plugins instead)",
+        agent=agent,
+    )
+
+
+def _backup(where: Location, loaded: Loaded) -> str:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    atomic_write(f"{where.file}.bak-{stamp}", loaded.raw, mode=loaded.mode)
+    return f"{where.shown}.bak-{stamp}"
+
+
+def commit_all(changes: list[Change], conditions: Conditions) -> None:
+    """Land every staged change, each only if its file is still the version read; on a failure, put back
+    the ones already landed (all or nothing) and raise. Blocking."""
+    done: list[Change] = []
+    try:
+        for change in changes:
+            _land(change, conditions)
+            done.append(change)
+    except BaseException:
+        for change in reversed(done):
+            _restore(change)
+        raise
+
+
+def _land(change: Change, conditions: Conditions) -> None:
+    where, loaded = change.where, change.loaded
+
+    def unchanged(old: os.stat_result | None) -> None:
+        current = file_etag(old) if old is not None else ABSENT_ETAG
+        if current != loaded.etag:
+            conditions.check(current, old is not None, where.shown)
+            raise _ChangedMeanwhile()
+
+    mode = where.new_mode if not loaded.exists else None
+    try:
+        with AtomicWriter(where.file, mode=mode, temp_dir=nearest_existing_directory(os.path.dirname(where.file))) as w:
+            w.write(change.data)
+            change.landed = w.commit(check=unchanged)
+    except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        raise unusable(where, exc) from None
+
+
+def _restore(change: Change) -> None:
+    """Put back what a landed change replaced, unless someone else has written the file since."""
+    try:
+        st = os.stat(change.where.file)
+    except OSError:
+        return
+    if change.landed is None or file_etag(st) != file_etag(change.landed):
+        return
+    if change.loaded.exists:
+        atomic_write(change.where.file, change.loaded.raw, mode=change.loaded.mode)
+    else:
+        os.unlink(change.where.file)
