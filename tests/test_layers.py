@@ -21,6 +21,7 @@ GROUND_FLOOR = {
     "procs",
     "security",
     "stats",
+    "temps",
     "versions",
     "websocket",
 }
@@ -35,6 +36,7 @@ FEATURES = {
     "processes",
     "scripts",
     "settings",
+    "ui",
     "watch",
 }
 

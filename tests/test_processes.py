@@ -512,6 +512,7 @@ def test_a_segment_dropped_while_a_big_frame_is_read_is_skipped(tmp_path: Any, m
     log = runs.OutputLog(directory, 1 << 30)
     log.append(1, "stdout", "x" * 100_000)
     log.close()
+    assert log.wait_drained(10)
     opened = []
     real_open = open
 
@@ -548,3 +549,62 @@ async def test_a_terminal_socket_passes_the_same_checks(servers: ServerPool, psr
     client = Client(ws, json.loads(await ws.read_message()))  # type: ignore[arg-type]
     await client.to_end()
     assert client.exit is not None and client.exit["status"] == "exited"
+
+
+class _GatedWriter:
+    """A LogWriter whose thread waits for ``gate``: the disk made slow on purpose."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from wsruntime_ext.processes.runs import LogWriter
+
+        self.gate = threading.Event()
+        self.inner = LogWriter()
+        real_run = self.inner._run
+
+        def run() -> None:
+            self.gate.wait()
+            real_run()
+
+        self.inner._run = run  # type: ignore[method-assign]
+
+
+class _Pipe:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+
+
+async def test_output_waits_for_a_slow_disk_instead_of_piling_up_in_memory(tmp_path: Any) -> None:
+    """The output log's disk work is another thread's: while it is more than MAX_LOG_LAG behind, the pipes
+    are not read (the child waits); once it catches up they are, and everything reached the disk in order."""
+    from wsruntime_ext.processes import engine, runs
+
+    gated = _GatedWriter()
+    directory = os.fspath(tmp_path)
+    output = runs.OutputLog(directory, 1 << 30, writer=gated.inner)
+    run = engine.Run("proc_x", {"output_bytes": 0}, directory, output)
+    pipe = _Pipe()
+    run.pipes = [pipe]  # type: ignore[list-item]
+    chunk = b"y" * (100 << 10) + b"\n"
+    chunks = 0
+    while not pipe.calls:
+        assert run.append_ascii("stdout", chunk)
+        chunks += 1
+        assert chunks < 20, "never paused"
+    assert pipe.calls == ["pause"] and output.lag > engine.MAX_LOG_LAG
+    assert output.first_seqs == []  # nothing is on disk yet: readers are not sent to a file that is not there
+    gated.gate.set()
+    output.close()
+    await asyncio.wait_for(output.drained(), 10)
+    await asyncio.sleep(0.05)  # the last batch's call on the loop
+    assert pipe.calls == ["pause", "resume"] and output.lag == 0
+    lines, skipped = runs.read_frames(directory, output.first_seqs, runs.Cursor(1), 1 << 30)
+    assert skipped == 0 and len(lines) == chunks
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, chunks + 1))

@@ -247,6 +247,23 @@ async def test_make_missing_or_broken_is_a_problem(tmp_path: Any, monkeypatch: p
     assert scripts == [] and "make is not available" in problems[0]["message"]
 
 
+async def test_a_makefile_linked_outside_the_workspace_is_not_read(tmp_path: Any) -> None:
+    """make would follow the link: its targets (and its errors, lines of that file) stay unread."""
+    workspace = os.path.join(os.fspath(tmp_path), "ws")
+    os.mkdir(workspace)
+    outside = os.path.join(os.fspath(tmp_path), "secret.mk")
+    write(outside, "leak-target:\n\techo hi\nsecret-line-that-is-not-make\n")
+    os.symlink(outside, os.path.join(workspace, "Makefile"))
+    scripts, problems = await make_targets(workspace, ProcessRegistry())
+    assert scripts == [] and problems == [{"source": "Makefile", "message": "Makefile points outside the workspace"}]
+    inside = os.path.join(workspace, "real.mk")
+    write(inside, "inside:\n\techo hi\n")
+    os.unlink(os.path.join(workspace, "Makefile"))
+    os.symlink("real.mk", os.path.join(workspace, "Makefile"))  # a link that stays inside is fine
+    scripts, problems = await make_targets(workspace, ProcessRegistry())
+    assert [s.name for s in scripts] == ["make:inside"] and problems == []
+
+
 def make_rule(target: str, text: str) -> str:
     return f"{target}:\n\t@echo {text} in $(notdir $(firstword $(MAKEFILE_LIST))) at $$(pwd)\n"
 

@@ -309,6 +309,18 @@ def test_build_is_reproducible_small_and_complete(built: tuple[str, dict[str, An
         assert entry["licence_files"] and all(path in names for path in entry["licence_files"]), name
         assert f"{name} {entry['version']}" in licences
     assert "wsruntime_ext/docs_assets/swagger-ui-bundle.js" in names
+    # The console (API.md "Web console"): its page, modules, vendored libraries with licences, and types.
+    for asset in (
+        "index.html",
+        "main.js",
+        "vendor/codemirror.js",
+        "vendor/xterm.js",
+        "vendor/VERSIONS",
+        "wsruntime.d.ts",
+    ):
+        assert f"wsruntime_ext/ui_assets/{asset}" in names, asset
+    assert "wsruntime_ext/ui_assets/vendor/LICENSES/dompurify.txt" in names
+    assert "ui_assets/vendor/VERSIONS" in licences
     assert not [n for n in names if "/test/" in n or n.endswith((".pyc", ".pyi"))]
     for tag in ("manylinux_x86_64", "manylinux_aarch64", "musllinux_x86_64", "musllinux_aarch64"):
         assert "psutil/_psutil_linux.abi3.so" in manifest["native"][tag]

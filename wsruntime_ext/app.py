@@ -36,13 +36,14 @@ from wsruntime_ext import (
     processes,
     scripts,
     settings,
+    ui,
 )
 from wsruntime_ext.base import NotFoundHandler, log, log_request
 from wsruntime_ext.config import Config, exit_with_error, parse_config
 from wsruntime_ext.context import Context
 
 # The feature modules, in start-up order (shutdown runs in reverse).
-MODULES: list[ModuleType] = [health, events, files, git, settings, agents, openspec, scripts, processes, docs]
+MODULES: list[ModuleType] = [health, events, files, git, settings, agents, openspec, scripts, processes, docs, ui]
 
 SHUTDOWN_GRACE_S = 4.0
 
@@ -126,6 +127,8 @@ async def start(config: Config, extra_handlers: Sequence[Any] = (), modules: Seq
     """Prepare the state directory, start every module, bind and serve."""
     prepare_state_dir(config)
     ctx = Context(config, modules)
+    # Before any module starts and before the port is bound: what a crash left is gone before the first answer.
+    ctx.temps.clean()
     for module in ctx.modules:
         hook = getattr(module, "startup", None)
         if hook is not None:

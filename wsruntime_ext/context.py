@@ -20,6 +20,7 @@ from wsruntime_ext.config import Config
 from wsruntime_ext.hub import EventHub
 from wsruntime_ext.procs import ProcessRegistry
 from wsruntime_ext.security import Security
+from wsruntime_ext.temps import TempRegistry
 
 if TYPE_CHECKING:
     from wsruntime_ext.agents import AgentService
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from wsruntime_ext.openspec import OpenSpecService
     from wsruntime_ext.processes import ProcessService
     from wsruntime_ext.scripts import ScriptService
-    from wsruntime_ext.settings import SettingsService
+    from wsruntime_ext.settings import AgentSettingsService, SettingsService
 
 T = TypeVar("T")
 
@@ -43,6 +44,7 @@ class Context:
     agents: AgentService  # set by agents.startup
     openspec: OpenSpecService  # set by openspec.startup
     settings: SettingsService  # set by settings.startup
+    agent_settings: AgentSettingsService  # set by settings.startup
     scripts: ScriptService  # set by scripts.startup
     processes: ProcessService  # set by processes.startup
 
@@ -58,6 +60,12 @@ class Context:
             max_workers=min(32, (os.cpu_count() or 1) * 4), thread_name_prefix="wsruntime-io"
         )
         self.procs = ProcessRegistry()  # every subprocess (git, agents, scripts), stopped at shutdown
+        # Every temporary file the runtime writes is recorded here first (temps.py); the roots are where
+        # its writes may land: the workspace, the state directory, the settings' home.
+        claude_config_dir = os.environ.get("CLAUDE_CONFIG_DIR")
+        self.temps = TempRegistry(
+            config.state_dir, [config.workspace, config.home_dir, *([claude_config_dir] if claude_config_dir else [])]
+        )
         self.hub = EventHub()  # live events: every module publishes here, WS /api/v1/ws subscribes (hub.py)
         self.live_events: LiveEvents | None = None  # the file watcher and stats sampler (events.startup)
         self.shutting_down = False

@@ -1,7 +1,10 @@
 """The cost floor: a bare Tornado app answering ``GET /health`` with a small JSON object.
 
 One plain ``tornado.web.RequestHandler``, default settings, no middleware, no logging
-configured (so Tornado's access log goes nowhere). ``bench/run.py`` starts it as
+configured (so Tornado's access log goes nowhere). ``PUT /files/NAME`` is the floor of a durable
+small write in Tornado: the body written to a temporary file in the current directory, fsynced,
+renamed over ``NAME`` and the directory fsynced, in a thread pool — what wsruntime's ``PUT`` does,
+without its checks, jail, ETags, preconditions or events. ``bench/run.py`` starts it as
 ``python bench/peers/bare_tornado.py --port PORT``; it prints the same ``  URL:`` banner
 line as wsruntime and stops cleanly on SIGTERM or SIGINT.
 """
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import os
 import signal
 import sys
 import time
@@ -29,9 +34,41 @@ class HealthHandler(tornado.web.RequestHandler):
         self.write({"status": "ok", "version": tornado.version, "uptime_s": round(time.monotonic() - STARTED, 3)})
 
 
+POOL = concurrent.futures.ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) * 4))
+
+
+def atomic_write(name: str, data: bytes) -> int:
+    """Temporary file, write, fsync, rename, directory fsync; the size written."""
+    directory = os.getcwd()
+    temp = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temp, os.path.join(directory, name))
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return len(data)
+
+
+class PutHandler(tornado.web.RequestHandler):
+    """``PUT /files/NAME``: the body landed durably and atomically, nothing else."""
+
+    async def put(self, name: str) -> None:
+        size = await asyncio.get_running_loop().run_in_executor(POOL, atomic_write, name, self.request.body)
+        self.write({"path": name, "size": size})
+
+
 def make_app() -> tornado.web.Application:
-    """The application: one route."""
-    return tornado.web.Application([(r"/health", HealthHandler)])
+    """The application: /health and the small durable write."""
+    return tornado.web.Application(
+        [(r"/health", HealthHandler), (r"/files/([A-Za-z0-9_-][A-Za-z0-9_.-]*)", PutHandler)]
+    )
 
 
 async def serve(host: str, port: int) -> None:

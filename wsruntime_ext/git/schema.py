@@ -90,6 +90,21 @@ PATHS_ONE_OF = [
 ]
 
 schemas: dict[str, Any] = {
+    "GitProgressEvent": {
+        "type": "object",
+        "required": ["type", "operation", "line", "seq"],
+        "description": "On `WS /api/v1/ws` while a push, pull or fetch runs: git's progress lines",
+        "properties": {
+            "type": {"const": "git_progress"},
+            "operation": {"enum": ["push", "pull", "fetch"]},
+            "line": {"type": "string"},
+            "phase": {"type": "string", "examples": ["Writing objects"]},
+            "percent": {"type": "integer", "minimum": 0, "maximum": 100},
+            "done": {"type": "integer", "minimum": 0},
+            "total": {"type": "integer", "minimum": 0},
+            "seq": {"type": "integer", "minimum": 0, "description": "the hub's sequence number"},
+        },
+    },
     "GitFileStatus": {
         "type": "object",
         "required": ["path", "index", "worktree", "status", "staged"],

@@ -52,6 +52,7 @@ SAVE_EVERY_SCANS = 10  # a running run's record is saved every 5 s
 KILL_GRACE_S = 2.0
 PIPE_DRAIN_S = 5.0
 KEEP_RUNS = 200  # ended runs kept on disk; older ones are deleted
+MAX_LOG_LAG = 1 << 20  # bytes of output not yet on disk past which the pipes are not read (< the live window)
 LIVE_DISK_BYTES = 32 << 20  # a client this close to the newest output, out of the window, reads on the IOLoop (read())
 LIVE_BYTES = 1 << 20  # the same for a terminal's bytes
 
@@ -88,6 +89,9 @@ class Run:
         self._wake_handle: asyncio.Handle | None = None
         self.saving: asyncio.Future[None] | None = None
         self.dirty = False
+        self.reading_paused = False  # the pipes wait while the output log's writer is too far behind
+        self.awaiting_disk = False  # a client waits for output that is not on disk yet
+        output.on_written = self._log_written
         if ended:
             self.ended.set()
 
@@ -109,7 +113,23 @@ class Run:
             segment, offset = self.output.end
             self.window.add(self.last_seq, frame, segment, offset)
         self.record["output_bytes"] += size
+        if self.output.lag > MAX_LOG_LAG and not self.reading_paused:
+            # The disk is slower than the child: let the pipe fill (the child waits) rather than hold more
+            # than the live clients' window in memory.
+            self.reading_paused = True
+            for pipe in self.pipes:
+                pipe.pause()
         self._wake_soon()
+
+    def _log_written(self) -> None:
+        """The output log's writer caught up a little (on the IOLoop)."""
+        if self.reading_paused and self.output.lag <= MAX_LOG_LAG // 2:
+            self.reading_paused = False
+            for pipe in self.pipes:
+                pipe.resume()
+        if self.awaiting_disk:
+            self.awaiting_disk = False
+            self.wake()
 
     def append_ascii(self, stream: str, data: bytes) -> bool:
         """:meth:`append` of ASCII output without decoding it, when it needs no JSON escapes but \\n, \\r and
@@ -175,7 +195,10 @@ class RunEngine:
     def __init__(self, ctx: Context, max_live: int, output_limit: int, scrollback: int = 1 << 20) -> None:
         self.ctx = ctx
         self.store = RunStore(
-            os.path.join(ctx.config.state_dir, self.folder), self.id_key, rf"^{self.id_prefix}[0-9a-z]{{6,40}}$"
+            os.path.join(ctx.config.state_dir, self.folder),
+            self.id_key,
+            rf"^{self.id_prefix}[0-9a-z]{{6,40}}$",
+            ctx.temps,
         )
         self.runs: dict[str, Run] = {}
         self.max_live = max_live
@@ -471,7 +494,11 @@ class RunEngine:
                 run.terminal.close()
             for pipe in run.pipes:
                 pipe.close()
-            self._finish(run, child.returncode)
+            run.output.close()
+            try:
+                await asyncio.shield(run.output.drained())  # an ended run has all its output on disk
+            finally:
+                self._finish(run, child.returncode)
 
     @staticmethod
     def _decoding(run: Run, name: str) -> Callable[[bytes], None]:

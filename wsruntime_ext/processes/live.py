@@ -42,6 +42,7 @@ class PipeReader:
         self.on_data = on_data
         self.closed: asyncio.Future[None] = loop.create_future()
         self._watching = True
+        self._paused = False
         os.set_blocking(fd, False)
         with contextlib.suppress(OSError):  # larger reads, fewer wake-ups; the default 64 KiB where refused
             fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
@@ -70,11 +71,23 @@ class PipeReader:
             self.on_data(b"")  # the end: what is left of an incomplete UTF-8 sequence
             self.close()
 
+    def pause(self) -> None:
+        """Stop reading for now (the child blocks once the pipe is full)."""
+        if self._watching and not self._paused:
+            self._paused = True
+            self.loop.remove_reader(self.fd)
+
+    def resume(self) -> None:
+        if self._watching and self._paused:
+            self._paused = False
+            self.loop.add_reader(self.fd, self._readable)
+
     def close(self) -> None:
         """Stop reading and close the pipe (at EOF, or when the process is gone)."""
         if self._watching:
             self._watching = False
-            self.loop.remove_reader(self.fd)
+            if not self._paused:
+                self.loop.remove_reader(self.fd)
             with contextlib.suppress(OSError):
                 os.close(self.fd)
         if not self.closed.done():

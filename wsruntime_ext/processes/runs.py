@@ -9,22 +9,26 @@ Output is appended as it arrives and never held in memory; once the
 segments together pass the output limit the oldest segment is deleted, and
 readers that wanted what it held get an ``output_dropped`` marker instead.
 
-The writer (:class:`OutputLog`) runs on the IOLoop (buffered appends, one
-flush per chunk read from the child); the readers (:func:`read_frames`,
+The writer (:class:`OutputLog`) keeps the books on the IOLoop and hands the
+disk work to one thread (:class:`LogWriter`); the readers (:func:`read_frames`,
 :func:`output_tail`, :class:`RunStore`) block and run in the thread pool.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import dataclasses
 import json
 import logging
 import os
 import re
 import shutil
-from typing import IO, Any, Callable
+import threading
+from typing import Any, Callable
 
 from wsruntime_ext.paths import atomic_write
+from wsruntime_ext.temps import TempRegistry
 from wsruntime_ext.websocket import text_frame_header
 
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
@@ -36,6 +40,7 @@ _SEGMENT = re.compile(r"^out-(\d{12})\.jsonl$")
 _SEQ = re.compile(rb'^\{"type":"output","seq":(\d+),')
 MIN_SEGMENT = 64 << 10
 SEGMENTS_PER_LIMIT = 8
+_IOV_MAX = 1024  # Linux's limit of buffers a writev takes
 
 
 def segment_name(first_seq: int) -> str:
@@ -47,10 +52,94 @@ def frame_seq(line: bytes) -> int | None:
     return int(match.group(1)) if match else None
 
 
-class OutputLog:
-    """A run's output segments, for appending (IOLoop side); the oldest segment goes past ``limit`` bytes."""
+class LogWriter:
+    """One thread that does the output logs' disk work — appends, new segments, deletes — in the order given.
 
-    def __init__(self, directory: str, limit: int, segments: list[tuple[int, int]] | None = None) -> None:
+    The IOLoop only hands it bytes (frames already built for the clients), so a fast process's output is
+    copied into the page cache and its old segments freed on another core, while the IOLoop reads the pipes
+    and feeds the sockets. Consecutive appends to one segment go out as one ``writev``. After each batch the
+    thread tells every log it wrote for (on that log's loop), so that waiting readers and paused pipes go on.
+    """
+
+    _shared: LogWriter | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._ops: collections.deque[tuple[OutputLog, str, Any]] = collections.deque()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def shared(cls) -> LogWriter:
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def submit(self, ops: list[tuple[OutputLog, str, Any]]) -> None:
+        """Operations, in order (one hand-over per IOLoop turn: the thread wakes once for all of them)."""
+        with self._ready:
+            self._ops.extend(ops)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="wsruntime-output-log", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._ops:
+                    self._ready.wait()
+                batch = list(self._ops)
+                self._ops.clear()
+            done: dict[OutputLog, int] = {}  # operations carried out, per log
+            for log_, _op, _arg in batch:
+                done[log_] = done.get(log_, 0) + 1
+            try:
+                self._carry_out(batch)
+            except Exception:  # a bug, not a disk error (those are the logs' own): the thread must go on
+                log.exception("the output log writer failed a batch")
+            for log_, operations in done.items():
+                log_._written_batch(operations)
+
+    @staticmethod
+    def _carry_out(batch: list[tuple[OutputLog, str, Any]]) -> None:
+        pending: list[Any] = []  # consecutive appends to one log, written together
+        owner: OutputLog | None = None
+        for log_, op, arg in batch:
+            if op == "write" and (owner is None or owner is log_):
+                owner = log_
+                pending.append(arg)
+                continue
+            if owner is not None:
+                owner._write_all(pending)
+                pending = []
+                owner = None
+            if op == "write":
+                owner = log_
+                pending.append(arg)
+            else:
+                log_._do(op, arg)
+        if owner is not None:
+            owner._write_all(pending)
+
+
+class OutputLog:
+    """A run's output segments, for appending (IOLoop side); the oldest segment goes past ``limit`` bytes.
+
+    The bookkeeping (segments, sizes, what was dropped) is the IOLoop's and exact at once; the disk work
+    is the :class:`LogWriter` thread's and follows a moment later. ``lag`` is how many bytes it is behind
+    (the engine stops reading the pipes while it is more than ``MAX_LAG`` behind, so that what is not yet
+    on disk is always in the live clients' window); ``first_seqs`` names only segments whose files exist.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        limit: int,
+        segments: list[tuple[int, int]] | None = None,
+        writer: LogWriter | None = None,
+    ) -> None:
         self.directory = directory
         self.limit = limit
         self.segment_size = max(MIN_SEGMENT, limit // SEGMENTS_PER_LIMIT)
@@ -58,11 +147,31 @@ class OutputLog:
         self.dropped_bytes = 0  # output data (UTF-8 bytes) no longer on disk
         self.dropped_frames = 0
         self.error: str | None = None
-        self._file: IO[bytes] | None = None
+        self.on_written: Callable[[], None] | None = None  # called on the IOLoop after the writer caught up a bit
+        self._writer = writer or LogWriter.shared()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queued = 0  # bytes handed to the writer (IOLoop side)
+        self._written = 0  # bytes the writer is done with (writer side)
+        self._lock = threading.Lock()  # the two counts below, and _drained_sync
+        self._submitted = 0  # operations handed to the writer
+        self._unsent: list[tuple[OutputLog, str, Any]] = []  # operations not handed over yet (see flush)
+        self._done = 0  # operations it carried out
+        self._created = self.segments[-1][0] if self.segments else 0  # newest segment whose file exists
+        self._open_here = False  # whether the newest segment was started by this log (else: append to it anew)
+        self._fd = -1  # the writer's descriptor of the newest segment
+        self._closed = False
+        self._drained: list[asyncio.Future[None]] = []
+        self._drained_sync = threading.Event()
+        self._drained_sync.set()
 
     @property
     def first_seqs(self) -> list[int]:
-        return [first for first, _ in self.segments]
+        created = self._created
+        return [first for first, _ in self.segments if first <= created]
+
+    @property
+    def lag(self) -> int:
+        return self._queued - self._written
 
     def append(self, seq: int, stream: str, data: str) -> bytes:
         """One output frame: written to the newest segment (a new one when it is full).
@@ -87,22 +196,41 @@ class OutputLog:
         prefix = b'{"type":"output","seq":%d,"stream":"%s","data":' % (seq, stream.encode())
         size = len(prefix) + sum(len(part) for part in text) + 1
         frame = b"".join((text_frame_header(size), prefix, *text, b"}"))
+        if self._closed:
+            return frame
+        if not self.segments or self.segments[-1][1] >= self.segment_size:
+            self._submit("open", seq)
+            self.segments.append((seq, 0))
+        elif not self._open_here:
+            self._submit("open", self.segments[-1][0])  # a log found at start-up: append to its newest segment
+        self._open_here = True
         line = memoryview(frame)[len(frame) - size :]
-        try:
-            if self._file is None or self.segments[-1][1] >= self.segment_size:
-                self._start_segment(seq)
-            assert self._file is not None
-            self._file.write(line)
-            self._file.write(b"\n")
-            first, size = self.segments[-1]
-            self.segments[-1] = (first, size + len(line) + 1)
-            self._prune()
-        except OSError as exc:
-            # The child's output keeps being read (it must never block on us); it is just not kept.
-            if self.error is None:
-                log.error("cannot write output in %s: %s", self.directory, exc)
-            self.error = f"output could not be stored: {exc.strerror or exc}"
+        self._queued += size + 1
+        self._submit("write", line)
+        first, stored = self.segments[-1]
+        self.segments[-1] = (first, stored + size + 1)
+        self._prune()
         return frame
+
+    def _submit(self, op: str, arg: Any = None) -> None:
+        if self._loop is None:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:  # used without a loop (tests): wait_drained() then
+                pass
+        with self._lock:
+            self._submitted += 1
+            self._drained_sync.clear()
+        self._unsent.append((self, op, arg))
+        if self._loop is None:  # no loop turn to wait for: at once
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand what was appended since the last flush to the writer (the engine calls it once per IOLoop
+        turn in which output came, so that the writer thread wakes once for many frames)."""
+        if self._unsent:
+            ops, self._unsent = self._unsent, []
+            self._writer.submit(ops)
 
     def bytes_after(self, segment: int, offset: int) -> int | None:
         """How many bytes were written after ``offset`` of ``segment`` (None: that segment is gone)."""
@@ -119,24 +247,28 @@ class OutputLog:
         """(first seq, size) of the newest segment: where the next line goes."""
         return self.segments[-1] if self.segments else (0, 0)
 
-    def flush(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.flush()
-            except OSError as exc:
-                self.error = f"output could not be stored: {exc.strerror or exc}"
-
     def close(self) -> None:
-        if self._file is not None:
-            self.flush()
-            self._file.close()
-            self._file = None
+        """No more appends; the writer closes the segment once it has written what it was given."""
+        if not self._closed:
+            self._closed = True
+            self._submit("close")
+        self.flush()
 
-    def _start_segment(self, seq: int) -> None:
-        if self._file is not None:
-            self.close()
-        self._file = open(os.path.join(self.directory, segment_name(seq)), "ab", buffering=1 << 16)
-        self.segments.append((seq, 0))
+    async def drained(self) -> None:
+        """Once everything appended (and the close) is on disk."""
+        self.flush()
+        if self._drained_sync.is_set():
+            return
+        self._loop = asyncio.get_running_loop()
+        future = self._loop.create_future()
+        self._drained.append(future)
+        if self._drained_sync.is_set():  # the writer finished while the future was made (and saw no loop)
+            self._caught_up()
+        await future
+
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        """:meth:`drained`, blocking (tests, and callers without a loop)."""
+        return self._drained_sync.wait(timeout)
 
     def _prune(self) -> None:
         while len(self.segments) > 1 and sum(size for _, size in self.segments) > self.limit:
@@ -144,10 +276,92 @@ class OutputLog:
             next_first = self.segments[0][0]
             self.dropped_frames += next_first - first
             self.dropped_bytes += size
+            self._submit("unlink", first)
+
+    # -- the writer thread's side ----------------------------------------------------------------
+
+    def _failed(self, exc: OSError) -> None:
+        # The child's output keeps being read (it must never block on us); it is just not kept.
+        if self.error is None:
+            log.error("cannot write output in %s: %s", self.directory, exc)
+            self.error = f"output could not be stored: {exc.strerror or exc}"
+
+    def _do(self, op: str, arg: Any) -> None:
+        if op == "open":
+            self._close_fd()
             try:
-                os.unlink(os.path.join(self.directory, segment_name(first)))
+                self._fd = os.open(
+                    os.path.join(self.directory, segment_name(arg)),
+                    os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                    0o644,
+                )
+            except OSError as exc:
+                self._failed(exc)
+            self._created = arg
+        elif op == "unlink":
+            try:
+                os.unlink(os.path.join(self.directory, segment_name(arg)))
             except FileNotFoundError:
                 pass
+            except OSError as exc:
+                self._failed(exc)
+        elif op == "close":
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
+
+    def _write_all(self, lines: list[Any]) -> None:
+        size = 0
+        for start in range(0, len(lines), _IOV_MAX // 2):
+            parts: list[Any] = []
+            for line in lines[start : start + _IOV_MAX // 2]:
+                parts.append(line)
+                parts.append(b"\n")
+                size += len(line) + 1
+            if self._fd >= 0:
+                self._writev(parts)
+        self._written += size
+
+    def _writev(self, parts: list[Any]) -> None:
+        while parts:
+            try:
+                done = os.writev(self._fd, parts)
+            except OSError as exc:
+                self._failed(exc)
+                return
+            while parts and done >= len(parts[0]):
+                done -= len(parts[0])
+                parts.pop(0)
+            if parts and done:
+                parts[0] = memoryview(parts[0])[done:]
+
+    def _written_batch(self, operations: int) -> None:
+        with self._lock:
+            self._done += operations
+            if self._done == self._submitted:
+                self._drained_sync.set()
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._caught_up)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def _caught_up(self) -> None:
+        """On the IOLoop, after a batch of the writer."""
+        if self._drained and self._drained_sync.is_set():
+            waiters, self._drained = self._drained, []
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+        if self.on_written is not None:
+            self.on_written()
 
 
 @dataclasses.dataclass
@@ -311,8 +525,9 @@ def stream_tails(directory: str, first_seqs: list[int], limit: int) -> dict[str,
 class RunStore:
     """Run directories under the state directory (blocking: call it off the IOLoop)."""
 
-    def __init__(self, root: str, id_key: str, id_pattern: str) -> None:
+    def __init__(self, root: str, id_key: str, id_pattern: str, temps: TempRegistry | None = None) -> None:
         self.root = root
+        self.temps = temps
         self.id_key = id_key
         self.id_pattern = re.compile(id_pattern)
 
@@ -325,7 +540,7 @@ class RunStore:
 
     def save(self, record: dict[str, Any]) -> None:
         data = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8", "surrogatepass")
-        atomic_write(os.path.join(self.directory(record[self.id_key]), "run.json"), data)
+        atomic_write(os.path.join(self.directory(record[self.id_key]), "run.json"), data, temps=self.temps)
 
     def load_all(self) -> list[tuple[dict[str, Any], list[tuple[int, int]], int]]:
         """Every stored run: its record, its segments and its last seq (unreadable runs are skipped)."""

@@ -48,21 +48,33 @@ _REQUIRED += ["ended_at", "output_bytes"]
 schemas: dict[str, Any] = {
     "ProcessRequest": {
         "type": "object",
-        "description": "`command` or `shell` (not both); neither with `pty`: the login shell",
+        "description": "`command` or `shell` (not both); neither with `pty`: the login shell. A `command` whose "
+        "program cannot be started answers 422 `spawn_failed`; a `cwd` that does not exist 404.",
         "anyOf": [
             {"required": ["command"], "properties": {"command": {"type": "array"}}},
             {"required": ["shell"], "properties": {"shell": {"type": "string"}}},
             {"required": ["pty"], "properties": {"pty": {"type": "object"}}},
         ],
+        "not": {
+            "required": ["command", "shell"],
+            "properties": {"command": {"type": "array"}, "shell": {"type": "string"}},
+        },
         "properties": {
             "command": {
                 "type": ["array", "null"],
+                "prefixItems": [{"minLength": 1}],
                 "items": _NUL_FREE,
                 "minItems": 1,
                 "maxItems": MAX_ARGS,
-                "description": "an argv list, never given to a shell",
+                "description": "an argv list, never given to a shell; the program is looked up on `PATH`",
+                "example": ["echo", "hello"],
             },
-            "shell": {**_NUL_FREE, "type": ["string", "null"], "description": "a line for `/bin/sh -c` instead"},
+            "shell": {
+                **_NUL_FREE,
+                "type": ["string", "null"],
+                "pattern": "^[^\\x00]*[^\\x00\\s][^\\x00]*$",
+                "description": "a line for `/bin/sh -c` instead (not blank)",
+            },
             "cwd": {"type": ["string", "null"], "description": "workspace-relative, jailed; must exist (404)"},
             "env": {
                 "type": ["object", "null"],
@@ -96,10 +108,24 @@ schemas: dict[str, Any] = {
     },
     "ProcessInput": {
         "type": "object",
+        "description": "`data` or `data_base64` (not both), and/or `eof: true`",
+        "anyOf": [
+            {"required": ["data"], "properties": {"data": {"type": "string"}}},
+            {"required": ["data_base64"], "properties": {"data_base64": {"type": "string"}}},
+            {"required": ["eof"], "properties": {"eof": {"const": True}}},
+        ],
+        "not": {
+            "required": ["data", "data_base64"],
+            "properties": {"data": {"type": "string"}, "data_base64": {"type": "string"}},
+        },
         "properties": {
-            "data": {"type": "string", "description": "text, sent as UTF-8"},
-            "data_base64": {"type": "string", "description": "bytes"},
-            "eof": {"type": "boolean", "description": "close the stdin pipe (a terminal gets ^D)"},
+            "data": {"type": ["string", "null"], "description": "text, sent as UTF-8"},
+            "data_base64": {
+                "type": ["string", "null"],
+                "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+                "description": "bytes",
+            },
+            "eof": {"type": "boolean", "default": False, "description": "close the stdin pipe (a terminal gets ^D)"},
         },
     },
     "ProcessSignal": {
@@ -120,6 +146,86 @@ schemas: dict[str, Any] = {
         },
     },
 }
+
+# The frames of `WS /api/v1/ws/processes/{id}` and `WS /api/v1/ws/scripts/runs/{id}` (one stream engine).
+_SEQ = {"type": "integer", "minimum": 1, "description": "numbers the output frames of one process or run"}
+schemas.update(
+    {
+        "StreamHelloFrame": {
+            "type": "object",
+            "required": ["type", "process"],
+            "description": "A process stream's first frame. `offset` (terminals): the number of the next byte",
+            "properties": {
+                "type": {"const": "hello"},
+                "process": ref("Process"),
+                "offset": {"type": "integer", "minimum": 0},
+                "truncated": {"type": "boolean", "description": "bytes before `offset` were asked for but not kept"},
+            },
+        },
+        "StreamOutputFrame": {
+            "type": "object",
+            "required": ["type", "stream", "data", "seq"],
+            "description": "Output of a process on pipes or a script run (a terminal's comes as binary frames)",
+            "properties": {
+                "type": {"const": "output"},
+                "stream": {"enum": ["stdout", "stderr"]},
+                "data": {"type": "string", "description": "UTF-8 decoded incrementally; undecodable bytes are U+FFFD"},
+                "seq": _SEQ,
+            },
+        },
+        "StreamOutputDroppedFrame": {
+            "type": "object",
+            "required": ["type", "frames", "next_seq"],
+            "description": "Output frames asked for that are no longer kept",
+            "properties": {
+                "type": {"const": "output_dropped"},
+                "frames": {"type": "integer", "minimum": 1},
+                "next_seq": _SEQ,
+            },
+        },
+        "StreamExitFrame": {
+            "type": "object",
+            "required": ["type", "code", "status", "signal"],
+            "description": "The last frame; the socket then closes with 1000",
+            "properties": {
+                "type": {"const": "exit"},
+                "code": {"type": ["integer", "null"]},
+                "status": {"type": "string", "description": "the process's or run's final status"},
+                "signal": {"type": ["string", "null"]},
+            },
+        },
+        "StreamFrame": {
+            "description": "Any text frame a process or script-run stream sends",
+            "oneOf": [
+                ref("StreamHelloFrame"),
+                ref("StreamOutputFrame"),
+                ref("StreamOutputDroppedFrame"),
+                ref("StreamExitFrame"),
+            ],
+        },
+        "ProcessClientFrame": {
+            "description": "What a client sends on a process stream (a terminal also takes binary frames: keystrokes)",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["type", "data"],
+                    "properties": {"type": {"const": "input"}, "data": {"type": "string"}},
+                },
+                {"type": "object", "required": ["type"], "properties": {"type": {"const": "eof"}}},
+                {
+                    "type": "object",
+                    "required": ["type", "cols", "rows"],
+                    "properties": {"type": {"const": "resize"}, "cols": _SIZE, "rows": _SIZE},
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "signal"],
+                    "properties": {"type": {"const": "signal"}, "signal": {"enum": list(SIGNALS)}},
+                },
+            ],
+        },
+    }
+)
 
 _PROCESS = json_response("The process", ref("Process"))
 

@@ -101,6 +101,7 @@ class RunOutputSocket(ApiWebSocket):
             self.more.clear()
             ended = run.ended.is_set()  # read before the frames: an end seen here has all its output stored
             frames = engine.read_live(run, cursor, LIVE_BATCH)
+            from_disk = frames is None
             if frames is None:  # out of the window: from disk
                 wanted = cursor.next_seq
                 lines, skipped = await engine.read(run, cursor, STREAM_BATCH)
@@ -122,6 +123,8 @@ class RunOutputSocket(ApiWebSocket):
             if ended:  # and everything stored has been sent (a frame that failed to store never comes)
                 self.end()
                 return
+            if from_disk and run.output.lag:
+                run.awaiting_disk = True  # what comes next is still on its way to the disk
             await self.more.wait()
 
     def on_close(self) -> None:

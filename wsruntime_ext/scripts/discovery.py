@@ -174,6 +174,11 @@ def makefile_name(workspace: str) -> str | None:
     return None
 
 
+def _points_outside(workspace: str, name: str) -> bool:
+    """Whether ``name`` in the workspace is a link that leads out of it (a few lstat calls)."""
+    return not is_within(workspace, os.path.realpath(os.path.join(workspace, name)))
+
+
 def parse_make_database(text: str) -> list[str]:
     """Real targets from ``make -pRrq`` output: no special (``.X``) or pattern targets, no variables."""
     targets: set[str] = set()
@@ -212,6 +217,9 @@ async def make_targets(workspace: str, procs: ProcessRegistry) -> tuple[list[Scr
     makefile = makefile_name(workspace)
     if makefile is None:
         return [], []
+    if _points_outside(workspace, makefile):
+        # make would follow the link: neither its targets nor its errors (lines of that file) are shown
+        return [], [_problem("Makefile", f"{makefile} points outside the workspace")]
     try:
         done = await procs.run(
             ["make", "-pRrq", ":"],

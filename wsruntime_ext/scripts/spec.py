@@ -47,6 +47,19 @@ _RUN_PROPERTIES: dict[str, Any] = {
 _RUN_REQUIRED = ["run_id", "name", "status", "command", "started_at", "exit_code", "last_seq"]
 
 schemas: dict[str, Any] = {
+    "ScriptRunEvent": {
+        "type": "object",
+        "required": ["type", "run_id", "name", "status", "exit_code", "seq"],
+        "description": "On `WS /api/v1/ws` when a script run starts or ends",
+        "properties": {
+            "type": {"const": "script_run"},
+            "run_id": {"type": "string"},
+            "name": {"type": "string"},
+            "status": {"enum": list(STATUSES)},
+            "exit_code": {"type": ["integer", "null"]},
+            "seq": {"type": "integer", "minimum": 0, "description": "the hub's sequence number"},
+        },
+    },
     "Script": {
         "type": "object",
         "required": ["name", "source", "command"],
