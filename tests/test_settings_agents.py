@@ -381,7 +381,18 @@ def test_a_failed_commit_puts_back_the_files_already_landed(tmp_path: Any) -> No
     from wsruntime_ext.base import ApiError
     from wsruntime_ext.settings.agent_settings import Change, commit_all
     from wsruntime_ext.settings.service import Conditions, Location, load
+    from wsruntime_ext.temps import TempRegistry
 
+    os.makedirs(tmp_path / "state")
+    temps = TempRegistry(str(tmp_path / "state"), [str(tmp_path)])
+    recorded: list[str] = []  # every temporary is recorded before it is created (a crash leaves none for good)
+    create = temps.create
+
+    def recording(directory: str, name: str, flags: int, mode: int) -> tuple[int, str, str]:
+        recorded.append(name)
+        return create(directory, name, flags, mode)
+
+    temps.create = recording  # type: ignore[method-assign]
     first = tmp_path / "first.json"
     first.write_text('{"a": 1}\n')
     created = tmp_path / "created.json"
@@ -392,12 +403,16 @@ def test_a_failed_commit_puts_back_the_files_already_landed(tmp_path: Any) -> No
         where = Location("user", str(path), str(path), (), None)
         changes.append(Change(where, load(where), b'{"b": 2}\n'))
     with pytest.raises(ApiError) as failed:
-        commit_all(changes, Conditions())
+        commit_all(changes, Conditions(), temps)
     assert failed.value.code == "settings_file_unusable"
     assert first.read_text() == '{"a": 1}\n' and not created.exists()
     changes = [Change(c.where, load(c.where), c.data) for c in changes[:2]]
-    commit_all(changes, Conditions())
+    commit_all(changes, Conditions(), temps)
     assert first.read_text() == created.read_text() == '{"b": 2}\n'
+    # Each landing, and the put-back of first.json, went through the registry.
+    assert recorded.count("first.json") == 3 and recorded.count("created.json") == 2, recorded
+    assert temps.outstanding() == {}
+    assert sorted(os.listdir(tmp_path)) == ["blocker", "created.json", "first.json", "state"]
 
 
 async def test_if_match_and_a_broken_file_as_for_claude_code(srv: ServerThread) -> None:

@@ -155,8 +155,12 @@ def test_a_multipart_upload_cut_by_sigkill_leaves_nothing() -> None:
         runtime.stop()
 
 
+QUERIES = ("scope=project", "scope=local", "scope=user", "agent=gemini&scope=user", "agent=codex&scope=project")
+
+
 def test_settings_writes_cut_by_sigkill_leave_nothing() -> None:
-    """Settings PUTs in a loop, killed at some moment, three times: no temporary remains, each file is whole JSON."""
+    """Settings PUTs in a loop (Claude Code's and other agents'), killed at some moment, three times: no
+    temporary remains, each file is whole."""
     workspace = tempfile.mkdtemp(prefix="wsrt-temps-")
     home = tempfile.mkdtemp(prefix="wsrt-home-")
     big = {f"VAR_{i}": "v" * 200 for i in range(2000)}  # ~0.5 MiB: a write takes a while
@@ -164,20 +168,20 @@ def test_settings_writes_cut_by_sigkill_leave_nothing() -> None:
         runtime, port = start(workspace, "--home", home)
         stop = threading.Event()
 
-        def writer(scope: str, port: int = port, stop: threading.Event = stop) -> None:
+        def writer(query: str, port: int = port, stop: threading.Event = stop) -> None:
             i = 0
             while not stop.is_set():
                 try:
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                     payload = json.dumps({"settings": {"env": {**big, "N": str(i)}}})
-                    conn.request("PUT", f"/api/v1/settings?scope={scope}", body=payload)
+                    conn.request("PUT", f"/api/v1/settings?{query}", body=payload)
                     conn.getresponse().read()
                     conn.close()
                 except (OSError, http.client.HTTPException):
                     return
                 i += 1
 
-        threads = [threading.Thread(target=writer, args=(scope,)) for scope in ("project", "local", "user")]
+        threads = [threading.Thread(target=writer, args=(query,)) for query in QUERIES]
         for thread in threads:
             thread.start()
         time.sleep(0.8 + 0.3 * round_number)
@@ -189,8 +193,8 @@ def test_settings_writes_cut_by_sigkill_leave_nothing() -> None:
     try:
         assert leftovers(workspace) == []
         assert leftovers(home) == []
-        for scope in ("project", "local", "user"):
-            status, body = get_json(port, f"/api/v1/settings?scope={scope}")
+        for query in QUERIES:  # each file whole: Claude Code's JSON, Gemini's JSON with comments, Codex's TOML
+            status, body = get_json(port, f"/api/v1/settings?{query}")
             assert status == 200, body
     finally:
         runtime.stop()

@@ -62,9 +62,11 @@ class Context:
         self.procs = ProcessRegistry()  # every subprocess (git, agents, scripts), stopped at shutdown
         # Every temporary file the runtime writes is recorded here first (temps.py); the roots are where
         # its writes may land: the workspace, the state directory, the settings' home.
-        claude_config_dir = os.environ.get("CLAUDE_CONFIG_DIR")
+        # Agent CLIs' own homes may be moved by their variables (profiles.py reads the same ones).
+        moved = ("CLAUDE_CONFIG_DIR", "CODEX_HOME", "GEMINI_CLI_HOME", "QWEN_HOME", "XDG_CONFIG_HOME")
         self.temps = TempRegistry(
-            config.state_dir, [config.workspace, config.home_dir, *([claude_config_dir] if claude_config_dir else [])]
+            config.state_dir,
+            [config.workspace, config.home_dir, *(os.environ[v] for v in moved if os.environ.get(v))],
         )
         self.hub = EventHub()  # live events: every module publishes here, WS /api/v1/ws subscribes (hub.py)
         self.live_events: LiveEvents | None = None  # the file watcher and stats sampler (events.startup)

@@ -37,6 +37,6 @@ async def startup(ctx: Context) -> None:
         return agents.session_environment() if agents is not None else {**os.environ, "HOME": ctx.config.home_dir}
 
     ctx.agent_settings = AgentSettingsService(
-        ctx.workspace, ctx.config.home_dir, ctx.run_blocking, ctx.settings, environment
+        ctx.workspace, ctx.config.home_dir, ctx.run_blocking, ctx.settings, environment, temps=ctx.temps
     )
     await ctx.run_blocking(ctx.agent_settings.refresh_files)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from wsruntime_ext.base import ApiError
-from wsruntime_ext.paths import AtomicWriter, atomic_write, file_etag, nearest_existing_directory, resolve_in_workspace
+from wsruntime_ext.paths import atomic_write, file_etag, resolve_in_workspace
 from wsruntime_ext.settings import jsonc
 from wsruntime_ext.settings.formats import json_bytes, parser_for, qwen_approval_hash, render
 from wsruntime_ext.settings.profiles import PROFILES, AgentProfile, normalize_mcp_json
@@ -39,28 +38,26 @@ from wsruntime_ext.settings.schema import (
     validate_mcp_servers,
 )
 from wsruntime_ext.settings.service import (
-    ABSENT_ETAG,
     WRITE_ATTEMPTS,
+    ChangedMeanwhile,
     Conditions,
     Loaded,
     Location,
     RunBlocking,
     SettingsService,
+    backup_file,
     deep_merge,
     extract,
     invalid_settings,
+    land,
     load,
-    unusable,
 )
+from wsruntime_ext.temps import TempRegistry
 
 CLAUDE = "claude-code"
 AGENTS = (CLAUDE, *PROFILES)
 AGENT_SCOPES = ("project", "user")
 TRUSTED_FOLDER_RULES = ("TRUST_FOLDER", "TRUST_PARENT", "DO_NOT_TRUST")
-
-
-class _ChangedMeanwhile(Exception):
-    """A staged file changed between its read and its rename."""
 
 
 @dataclasses.dataclass
@@ -94,12 +91,14 @@ class AgentSettingsService:
         run_blocking: RunBlocking,
         claude: SettingsService,
         environ: Callable[[], Mapping[str, str]] | None = None,
+        temps: TempRegistry | None = None,
     ) -> None:
         self.workspace = workspace
         self.home = os.path.abspath(home)
         self.run_blocking = run_blocking
         self.claude = claude
         self.environ = environ or (lambda: os.environ)
+        self.temps = temps  # where every temporary file is recorded (temps.py)
         self._lock = asyncio.Lock()  # this service's writes take turns (a PATCH spans many files)
         self.files_known: dict[str, list[dict[str, Any]]] = {}  # agent → its settings files (for /health)
 
@@ -472,7 +471,7 @@ class AgentSettingsService:
             if loaded.error is not None:
                 if not force:
                     raise loaded.error
-                backup = _backup(where, loaded)
+                backup = backup_file(where, loaded, self.temps)
                 loaded = Loaded(loaded.exists, {}, loaded.etag, b"", loaded.mode)
             new = self._new_document(profile, where, part, value, loaded)
             changes = [Change(where, loaded, render(fmt, loaded, new))]
@@ -482,8 +481,8 @@ class AgentSettingsService:
                 if change is not None:
                     changes.append(change)
             try:
-                commit_all(changes, conditions)
-            except _ChangedMeanwhile:
+                commit_all(changes, conditions, self.temps)
+            except ChangedMeanwhile:
                 continue
             fresh = Loaded(True, new, file_etag(changes[0].landed)) if changes[0].landed else loaded
             answer = self._answer(profile, where, part, fresh)
@@ -577,8 +576,8 @@ class AgentSettingsService:
                     if change is not None:
                         changes.append(change)
             try:
-                commit_all(changes, Conditions())
-            except _ChangedMeanwhile:
+                commit_all(changes, Conditions(), self.temps)
+            except ChangedMeanwhile:
                 continue
             return
         raise ApiError(409, "settings_file_busy", "A settings file kept changing while it was written; try again")
@@ -600,45 +599,21 @@ def _hooks_unsupported(agent: str) -> ApiError:
     )
 
 
-def _backup(where: Location, loaded: Loaded) -> str:
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    atomic_write(f"{where.file}.bak-{stamp}", loaded.raw, mode=loaded.mode)
-    return f"{where.shown}.bak-{stamp}"
-
-
-def commit_all(changes: list[Change], conditions: Conditions) -> None:
+def commit_all(changes: list[Change], conditions: Conditions, temps: TempRegistry | None) -> None:
     """Land every staged change, each only if its file is still the version read; on a failure, put back
     the ones already landed (all or nothing) and raise. Blocking."""
     done: list[Change] = []
     try:
         for change in changes:
-            _land(change, conditions)
+            change.landed = land(change.where, change.data, change.loaded, conditions, temps)
             done.append(change)
     except BaseException:
         for change in reversed(done):
-            _restore(change)
+            _restore(change, temps)
         raise
 
 
-def _land(change: Change, conditions: Conditions) -> None:
-    where, loaded = change.where, change.loaded
-
-    def unchanged(old: os.stat_result | None) -> None:
-        current = file_etag(old) if old is not None else ABSENT_ETAG
-        if current != loaded.etag:
-            conditions.check(current, old is not None, where.shown)
-            raise _ChangedMeanwhile()
-
-    mode = where.new_mode if not loaded.exists else None
-    try:
-        with AtomicWriter(where.file, mode=mode, temp_dir=nearest_existing_directory(os.path.dirname(where.file))) as w:
-            w.write(change.data)
-            change.landed = w.commit(check=unchanged)
-    except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-        raise unusable(where, exc) from None
-
-
-def _restore(change: Change) -> None:
+def _restore(change: Change, temps: TempRegistry | None) -> None:
     """Put back what a landed change replaced, unless someone else has written the file since."""
     try:
         st = os.stat(change.where.file)
@@ -647,6 +622,6 @@ def _restore(change: Change) -> None:
     if change.landed is None or file_etag(st) != file_etag(change.landed):
         return
     if change.loaded.exists:
-        atomic_write(change.where.file, change.loaded.raw, mode=change.loaded.mode)
+        atomic_write(change.where.file, change.loaded.raw, mode=change.loaded.mode, temps=temps)
     else:
         os.unlink(change.where.file)

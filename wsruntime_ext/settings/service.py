@@ -218,13 +218,13 @@ class SettingsService:
             if loaded.error is not None:
                 if not force:
                     raise loaded.error
-                backup = self._backup(where, loaded)
+                backup = backup_file(where, loaded, self.temps)
             # Unparsable: {}; an object with a non-object on the part's way: kept, that one key replaced.
             document = replace_part(loaded.data, where.keys, value, where.shown)
             data = (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
             try:
-                landed = self._land(where, data, loaded, conditions)
-            except _ChangedMeanwhile:
+                landed = land(where, data, loaded, conditions, self.temps)
+            except ChangedMeanwhile:
                 continue  # redone on top of the new version (the next check answers 412 if it must)
             extra = {"backup": backup} if backup is not None else {}
             fresh = Loaded(True, document, file_etag(landed))
@@ -236,31 +236,40 @@ class SettingsService:
             path=where.shown,
         )
 
-    def _land(self, where: Location, data: bytes, loaded: Loaded, conditions: Conditions) -> os.stat_result:
-        def unchanged(old: os.stat_result | None) -> None:
-            current = file_etag(old) if old is not None else ABSENT_ETAG
-            if current != loaded.etag:
-                conditions.check(current, old is not None, where.shown)  # 412 when the client's condition fails
-                raise _ChangedMeanwhile()
 
-        mode = where.new_mode if not loaded.exists else None
-        temp_dir = nearest_existing_directory(os.path.dirname(where.file))
-        try:
-            with AtomicWriter(where.file, mode=mode, temp_dir=temp_dir, temps=self.temps) as writer:
-                writer.write(data)
-                return writer.commit(check=unchanged)
-        except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-            raise unusable(where, exc) from None
+def land(
+    where: Location, data: bytes, loaded: Loaded, conditions: Conditions, temps: TempRegistry | None
+) -> os.stat_result:
+    """Replace ``where``'s file with ``data`` atomically, only if it is still the version ``loaded`` (blocking).
 
-    def _backup(self, where: Location, loaded: Loaded) -> str:
-        """Keep the unreadable file beside itself before ``force`` replaces it; returns where (as shown)."""
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        target = f"{where.file}.bak-{stamp}"
-        atomic_write(target, loaded.raw, mode=loaded.mode, temps=self.temps)
-        return f"{where.shown}.bak-{stamp}"
+    A change meanwhile answers 412 when the client's condition fails, else raises ``ChangedMeanwhile`` (the
+    write starts over on top of the new version). The temporary file is recorded in ``temps`` (temps.py).
+    """
+
+    def unchanged(old: os.stat_result | None) -> None:
+        current = file_etag(old) if old is not None else ABSENT_ETAG
+        if current != loaded.etag:
+            conditions.check(current, old is not None, where.shown)
+            raise ChangedMeanwhile()
+
+    mode = where.new_mode if not loaded.exists else None
+    temp_dir = nearest_existing_directory(os.path.dirname(where.file))
+    try:
+        with AtomicWriter(where.file, mode=mode, temp_dir=temp_dir, temps=temps) as writer:
+            writer.write(data)
+            return writer.commit(check=unchanged)
+    except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        raise unusable(where, exc) from None
 
 
-class _ChangedMeanwhile(Exception):
+def backup_file(where: Location, loaded: Loaded, temps: TempRegistry | None) -> str:
+    """Keep the unreadable file beside itself before ``force`` replaces it; returns where (as shown)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    atomic_write(f"{where.file}.bak-{stamp}", loaded.raw, mode=loaded.mode, temps=temps)
+    return f"{where.shown}.bak-{stamp}"
+
+
+class ChangedMeanwhile(Exception):
     """The file changed between our read and our rename."""
 
 
