@@ -257,13 +257,114 @@ async def test_hooks_in_each_agents_place(srv: ServerThread) -> None:
         assert json.loads(read(path))["hooks"] == hooks
         again = await srv.request("GET", f"/api/v1/settings/hooks?agent={agent}&scope={scope}")
         assert again.body["hooks"] == hooks
-        # Codex skips hooks it has not trusted, a trust the runtime cannot record: said, and refused. Gemini
-        # ignores the settings of a folder not trusted; Qwen runs hooks with no trust step.
+        # Codex skips hooks it has not trusted, Gemini ignores the settings of a folder not trusted; Qwen runs
+        # hooks with no trust step. Nothing is trusted unless asked.
         assert again.body["trusted"] is (agent == "qwen-code")
-    url = "/api/v1/settings/hooks?agent=codex&scope=user&trust=true"
-    response = await srv.request("PUT", url, {"hooks": {}})
-    assert response.status == 422 and response.body["error"]["code"] == "trust_unsupported"
-    assert json.loads(read(home_of(srv, ".codex/hooks.json")))["hooks"] == cases[0][2]
+    assert not os.path.exists(home_of(srv, ".codex/config.toml"))
+
+
+def codex_cli_hooks(server: ServerThread) -> list[dict[str, Any]]:
+    """What the real ``codex app-server`` lists (hooks/list), with the environment the runtime's sessions get:
+    asked here with a client of the test's own, not the runtime's."""
+    import subprocess
+
+    assert server.runtime is not None
+    agents = server.runtime.ctx.agents
+    env = agents.adapter("codex").environment(agents.session_environment())
+    hello = {"clientInfo": {"name": "test", "version": "1"}}
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+        {"jsonrpc": "2.0", "method": "initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "hooks/list", "params": {"cwds": [server.workspace]}},
+    ]
+    proc = subprocess.Popen(
+        ["codex", "app-server"],
+        cwd=server.workspace,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("".join(json.dumps(line) + "\n" for line in lines))
+        proc.stdin.flush()
+        for line in proc.stdout:
+            message = json.loads(line)
+            if message.get("id") == 2:
+                return [hook for entry in message["result"]["data"] for hook in entry["hooks"]]
+        raise AssertionError("codex app-server exited without listing its hooks")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(shutil.which("codex") is None, reason="the codex CLI is not installed")
+async def test_codex_hooks_are_trusted_only_when_asked_the_way_its_cli_does(srv: ServerThread) -> None:
+    hook = {"type": "command", "command": "echo hi", "timeout": 5}
+    hooks = {"SessionStart": [{"hooks": [hook]}], "PreToolUse": [{"matcher": "mcp__p__ping", "hooks": [hook, hook]}]}
+    url = "/api/v1/settings/hooks?agent=codex&scope=user"
+    response = await srv.request("PUT", url, {"hooks": hooks})
+    assert response.status == 200 and response.body["trusted"] is False
+    assert {h["trustStatus"] for h in codex_cli_hooks(srv)} == {"untrusted"}
+    response = await srv.request("PUT", url + "&trust=true", {"hooks": hooks})
+    assert response.status == 200 and response.body["trusted"] is True, response.body
+    listed = codex_cli_hooks(srv)
+    assert len(listed) == 3 and {h["trustStatus"] for h in listed} == {"trusted"}, listed
+    state = tomlkit.parse(read(home_of(srv, ".codex/config.toml"))).unwrap()["hooks"]["state"]
+    assert state == {h["key"]: {"trusted_hash": h["currentHash"]} for h in listed}
+    assert (await srv.request("GET", url)).body["trusted"] is True
+    # A changed hook is no longer trusted (Codex says "modified"); a hook that is gone loses its record.
+    hooks = {"SessionStart": [{"hooks": [{**hook, "command": "echo changed"}]}]}
+    response = await srv.request("PUT", url, {"hooks": hooks})
+    assert response.status == 200 and response.body["trusted"] is False
+    assert [h["trustStatus"] for h in codex_cli_hooks(srv)] == ["modified"]
+    response = await srv.request("PUT", url + "&trust=true", {"hooks": hooks})
+    assert response.body["trusted"] is True
+    state = tomlkit.parse(read(home_of(srv, ".codex/config.toml"))).unwrap()["hooks"]["state"]
+    assert len(state) == 1
+    # A project's hooks: its trust and theirs, in the user's config.toml; the effective view trusts both scopes.
+    project = "/api/v1/settings/hooks?agent=codex&scope=project"
+    response = await srv.request("PUT", project, {"hooks": hooks})
+    assert response.status == 200 and response.body["trusted"] is False
+    assert not [h for h in codex_cli_hooks(srv) if h["source"] == "project"]  # an untrusted project: ignored
+    effective = "/api/v1/settings/hooks?agent=codex&scope=effective"
+    assert (await srv.request("GET", effective)).body["trusted"] is False
+    response = await srv.request("PUT", project + "&trust=true", {"hooks": hooks})
+    assert response.status == 200 and response.body["trusted"] is True, response.body
+    assert {(h["source"], h["trustStatus"]) for h in codex_cli_hooks(srv)} == {
+        ("user", "trusted"),
+        ("project", "trusted"),
+    }
+    assert (await srv.request("GET", effective)).body["trusted"] is True
+
+
+async def test_codex_hook_trust_needs_its_cli_and_changes_nothing_when_it_fails(servers: ServerPool) -> None:
+    home = tempfile.mkdtemp(prefix="codex-trust-home-")
+    failing = os.path.join(home, "codex-that-fails")
+    write(failing, "#!/bin/sh\necho 'not a protocol line'\nexit 3\n")
+    os.chmod(failing, 0o755)
+    hooks = {"SessionStart": [{"hooks": [{"type": "command", "command": "echo hi"}]}]}
+    for binary, status, code in (
+        (os.path.join(home, "absent"), 422, "trust_unsupported"),
+        (failing, 502, "trust_failed"),
+    ):
+        server = servers.fresh("--home", home, "--codex-bin", binary)
+        try:
+            for scope in ("user", "project"):
+                url = f"/api/v1/settings/hooks?agent=codex&scope={scope}&trust=true"
+                response = await server.request("PUT", url, {"hooks": hooks})
+                assert response.status == status and response.body["error"]["code"] == code, response.body
+                # Nothing written: neither the hooks file nor the project's trust.
+                assert not os.path.exists(home_of(server, ".codex/hooks.json"))
+                assert not os.path.exists(ws_of(server, ".codex/hooks.json"))
+                assert not os.path.exists(home_of(server, ".codex/config.toml"))
+            response = await server.request("GET", "/api/v1/settings/hooks?agent=codex&scope=user")
+            assert response.status == 200 and response.body["trusted"] is True  # no hooks: nothing to trust
+        finally:
+            server.stop()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 async def test_trust_is_recorded_only_when_asked_the_way_each_cli_does(srv: ServerThread) -> None:

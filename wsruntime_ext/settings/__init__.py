@@ -15,8 +15,10 @@ OpenAPI description. The home directory is the one the agent sessions get
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+import shutil
+from typing import TYPE_CHECKING, Any
 
+from wsruntime_ext.settings import codex_hooks
 from wsruntime_ext.settings.agent_settings import AgentSettingsService
 from wsruntime_ext.settings.handlers import handlers
 from wsruntime_ext.settings.service import SettingsService
@@ -36,7 +38,24 @@ async def startup(ctx: Context) -> None:
         agents = getattr(ctx, "agents", None)
         return agents.session_environment() if agents is not None else {**os.environ, "HOME": ctx.config.home_dir}
 
+    async def list_codex_hooks() -> list[dict[str, Any]]:
+        # Codex's hooks as the CLI the sessions run sees them, with the sessions' environment (codex_hooks.py).
+        agents = getattr(ctx, "agents", None)
+        adapter = agents.adapter("codex") if agents is not None else None
+        binary = adapter.binary if adapter is not None else (ctx.config.codex_bin or "codex")
+        path = binary if os.sep in binary else shutil.which(binary)
+        if path is None or not os.access(path, os.X_OK):
+            raise codex_hooks.CodexMissing(f"the codex CLI ({binary}) is not installed")
+        env = adapter.environment(environment()) if adapter is not None else environment()
+        return await codex_hooks.list_hooks(ctx.procs, path, env, ctx.workspace)
+
     ctx.agent_settings = AgentSettingsService(
-        ctx.workspace, ctx.config.home_dir, ctx.run_blocking, ctx.settings, environment, temps=ctx.temps
+        ctx.workspace,
+        ctx.config.home_dir,
+        ctx.run_blocking,
+        ctx.settings,
+        environment,
+        temps=ctx.temps,
+        list_codex_hooks=list_codex_hooks,
     )
     await ctx.run_blocking(ctx.agent_settings.refresh_files)

@@ -21,12 +21,12 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Callable
 
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.paths import atomic_write, file_etag, resolve_in_workspace
-from wsruntime_ext.settings import jsonc
+from wsruntime_ext.settings import codex_hooks, jsonc
 from wsruntime_ext.settings.formats import json_bytes, parser_for, qwen_approval_hash, render
 from wsruntime_ext.settings.profiles import PROFILES, AgentProfile, normalize_mcp_json
 from wsruntime_ext.settings.schema import (
@@ -92,6 +92,7 @@ class AgentSettingsService:
         claude: SettingsService,
         environ: Callable[[], Mapping[str, str]] | None = None,
         temps: TempRegistry | None = None,
+        list_codex_hooks: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self.workspace = workspace
         self.home = os.path.abspath(home)
@@ -99,6 +100,9 @@ class AgentSettingsService:
         self.claude = claude
         self.environ = environ or (lambda: os.environ)
         self.temps = temps  # where every temporary file is recorded (temps.py)
+        # Codex's hooks as `codex app-server` lists them (codex_hooks.py); raises HookListFailed.
+        self.list_codex_hooks = list_codex_hooks
+        self._codex_listed: tuple[tuple[str, ...], list[dict[str, Any]]] | None = None  # (files' ETags, hooks)
         self._lock = asyncio.Lock()  # this service's writes take turns (a PATCH spans many files)
         self.files_known: dict[str, list[dict[str, Any]]] = {}  # agent → its settings files (for /health)
 
@@ -317,8 +321,12 @@ class AgentSettingsService:
         if part == "hooks" and profile.hook_events is None:
             raise _hooks_unsupported(agent)
         if scope == "effective":
-            return await self.run_blocking(self._read_effective, profile, part)
-        return await self.run_blocking(self._read_scope, profile, scope, part)
+            answer, etag = await self.run_blocking(self._read_effective, profile, part)
+        else:
+            answer, etag = await self.run_blocking(self._read_scope, profile, scope, part)
+        if part == "hooks" and profile.hooks_trust is not None:
+            answer["trusted"] = await self._hooks_trusted(profile, AGENT_SCOPES if scope == "effective" else (scope,))
+        return answer, etag
 
     def _read_scope(self, profile: AgentProfile, scope: str, part: str) -> tuple[dict[str, Any], str]:
         where, fmt = self._where(profile, scope, part)
@@ -338,8 +346,8 @@ class AgentSettingsService:
             servers = {name: profile.from_native(s) for name, s in value.items() if isinstance(s, dict)}
             trusted = self.trusted(profile, where.scope, value if where.scope == "project" else None)
             value = servers
-        elif part == "hooks" and profile.hooks_trust_unrecordable:
-            trusted = False  # `codex exec` skips hooks it has not trusted, and that trust cannot be written here
+        elif part == "hooks" and profile.hooks_trust is not None:
+            trusted = False  # asked of the CLI by the caller (_hooks_trusted)
         else:
             trusted = self.trusted(profile, where.scope)
         return {
@@ -440,18 +448,125 @@ class AgentSettingsService:
         if part == "hooks" and profile.hook_events is None:
             raise _hooks_unsupported(agent)
         self.validate(profile, part, value)
-        if trust and part == "hooks" and profile.hooks_trust_unrecordable:
+        trust_hooks = trust and part == "hooks" and profile.hooks_trust is not None
+        if trust_hooks and self.list_codex_hooks is None:
             raise ApiError(
                 422,
                 "trust_unsupported",
-                f"{agent} keeps its hook trust as a hash whose format is not known: trust its hooks in the CLI "
-                "itself (the TUI asks), or leave out trust=true",
+                f"{agent} keeps its hook trust as a hash its own CLI computes, and the runtime has no {agent} "
+                "CLI to ask: trust its hooks in the CLI itself, or leave out trust=true",
                 agent=agent,
             )
         async with self._lock:
-            answer = await self.run_blocking(self._write, profile, scope, part, value, conditions, force, trust)
+            answer, etag, changes = await self.run_blocking(
+                self._write, profile, scope, part, value, conditions, force, trust
+            )
+            if trust_hooks:
+                await self._trust_codex_hooks(profile, scope, codex_hooks.count_handlers(value), changes)
+            if part == "hooks" and profile.hooks_trust is not None:
+                answer["trusted"] = await self._hooks_trusted(profile, (scope,))
             await self.run_blocking(self.refresh_files)
-            return answer
+            return answer, etag
+
+    # -- Codex's hook trust (codex_hooks.py) -------------------------------------------
+
+    def _hook_files(
+        self, profile: AgentProfile, scopes: tuple[str, ...]
+    ) -> tuple[list[tuple[str, str, int]], tuple[str, ...]]:
+        """Each scope's hooks file and how many hooks it defines, and the ETags that the CLI's answer depends on
+        (the hooks files and the user config.toml, where trust is kept). Blocking."""
+        files, etags = [], []
+        for scope in AGENT_SCOPES:
+            where, fmt = self.hooks_location(profile, scope)
+            loaded = load(where, parser_for(fmt))
+            etags.append(f"{where.file}={loaded.etag}")
+            if scope in scopes:
+                hooks = loaded.data.get("hooks") if loaded.error is None else None
+                files.append((scope, where.file, codex_hooks.count_handlers(hooks)))
+        config = self._trust_files(profile)
+        assert config is not None
+        etags.append(f"{config.file}={load(config, parser_for('toml')).etag}")
+        etags.append(f"{self.workspace}|{self.trusted(profile, 'project')}")
+        return files, tuple(etags)
+
+    async def _listed_hooks(self, etags: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Codex's hooks/list, asked again only when a file it depends on changed."""
+        assert self.list_codex_hooks is not None
+        if self._codex_listed is not None and self._codex_listed[0] == etags:
+            return self._codex_listed[1]
+        listed = await self.list_codex_hooks()
+        self._codex_listed = (etags, listed)
+        return listed
+
+    async def _hooks_trusted(self, profile: AgentProfile, scopes: tuple[str, ...]) -> bool:
+        """Whether the CLI runs every hook of ``scopes`` now (false when it cannot be asked)."""
+        files, etags = await self.run_blocking(self._hook_files, profile, scopes)
+        needed = [(scope, path, count) for scope, path, count in files if count]
+        if not needed:  # nothing to trust; a project's hooks file is still ignored until the project is trusted
+            return all([await self.run_blocking(self.trusted, profile, scope) for scope, _, _ in files])
+        if self.list_codex_hooks is None:
+            return False
+        try:
+            listed = await self._listed_hooks(etags)
+        except codex_hooks.HookListFailed:
+            return False
+        return all(codex_hooks.all_trusted(listed, path, count) for _, path, count in needed)
+
+    async def _trust_codex_hooks(self, profile: AgentProfile, scope: str, defined: int, changes: list[Change]) -> None:
+        """Record trust for every hook of ``scope``'s hooks file the way Codex's hook review does: the CLI's
+        own key and hash of each, in the user config.toml. On a failure the write that came before it (the
+        hooks file, the project's trust) is put back: all or nothing."""
+        assert self.list_codex_hooks is not None
+        where, _ = self.hooks_location(profile, scope)
+        try:
+            self._codex_listed = None
+            entries = codex_hooks.trust_entries(await self.list_codex_hooks(), where.file)
+            if len(entries) < defined:
+                raise codex_hooks.HookListFailed(
+                    f"codex lists {len(entries)} of the {defined} hooks in {where.shown}"
+                    + (" (is the project trusted?)" if scope == "project" else "")
+                )
+            await self.run_blocking(self._record_hook_trust, profile, where.file, entries)
+        except BaseException as exc:
+            await self.run_blocking(restore_all, changes, self.temps)
+            if isinstance(exc, codex_hooks.CodexMissing):
+                raise ApiError(
+                    422,
+                    "trust_unsupported",
+                    f"{profile.name} keeps its hook trust as a hash its own CLI computes, and {exc}: trust its hooks "
+                    "in the CLI itself, or leave out trust=true (nothing was written)",
+                    agent=profile.name,
+                ) from None
+            if isinstance(exc, codex_hooks.HookListFailed):
+                raise ApiError(
+                    502, "trust_failed", f"{profile.name}'s hooks could not be trusted (nothing was written): {exc}"
+                ) from None
+            raise
+
+    def _record_hook_trust(self, profile: AgentProfile, hooks_file: str, entries: dict[str, str]) -> None:
+        real = os.path.realpath(hooks_file)
+        for _attempt in range(WRITE_ATTEMPTS):
+            where = self._trust_files(profile)
+            assert where is not None
+            loaded = self._load(where, "toml")
+            new = json.loads(json.dumps(loaded.data))
+            hooks = new.setdefault("hooks", {})
+            state = hooks.setdefault("state", {}) if isinstance(hooks, dict) else None
+            if not isinstance(state, dict):
+                raise ApiError(
+                    422, "settings_file_invalid", f"{where.shown}: hooks.state is not a table", path=where.shown
+                )
+            for key in [k for k in state if os.path.realpath(k.rsplit(":", 3)[0]) == real and k not in entries]:
+                del state[key]  # a hook of this file that is gone (its position now holds another, or none)
+            for key, digest in entries.items():
+                entry = state.get(key)
+                state[key] = {**(entry if isinstance(entry, dict) else {}), "trusted_hash": digest}
+            try:
+                commit_all([Change(where, loaded, render("toml", loaded, new))], Conditions(), self.temps)
+            except ChangedMeanwhile:
+                continue
+            return
+        raise ApiError(409, "settings_file_busy", "A settings file kept changing while it was written; try again")
 
     def _write(
         self,
@@ -462,7 +577,7 @@ class AgentSettingsService:
         conditions: Conditions,
         force: bool,
         trust: bool,
-    ) -> tuple[dict[str, Any], str]:
+    ) -> tuple[dict[str, Any], str, list[Change]]:
         for _attempt in range(WRITE_ATTEMPTS):
             where, fmt = self._where(profile, scope, part)
             loaded = load(where, parser_for(fmt))
@@ -488,7 +603,7 @@ class AgentSettingsService:
             answer = self._answer(profile, where, part, fresh)
             if backup is not None:
                 answer["backup"] = backup
-            return answer, fresh.etag
+            return answer, fresh.etag, changes
         raise ApiError(409, "settings_file_busy", "The settings file kept changing while it was written; try again")
 
     def _new_document(
@@ -608,9 +723,14 @@ def commit_all(changes: list[Change], conditions: Conditions, temps: TempRegistr
             change.landed = land(change.where, change.data, change.loaded, conditions, temps)
             done.append(change)
     except BaseException:
-        for change in reversed(done):
-            _restore(change, temps)
+        restore_all(done, temps)
         raise
+
+
+def restore_all(changes: list[Change], temps: TempRegistry | None) -> None:
+    """Put back what ``changes`` replaced, the last first (blocking)."""
+    for change in reversed(changes):
+        _restore(change, temps)
 
 
 def _restore(change: Change, temps: TempRegistry | None) -> None:

@@ -38,9 +38,9 @@ class AgentProfile:
     trust: str | None = None  # "codex-project", "gemini-folder", "qwen-approval"
     project_trusted_only: bool = False  # the project file is ignored until trusted (effective view skips it)
     mcp_cwd: bool = True  # whether a stdio server can have a working directory
-    # Hooks that run only once trusted in a way the runtime cannot record (Codex's hooks.state trusted_hash:
-    # its format is not known): GET says untrusted, ?trust=true on them is refused.
-    hooks_trust_unrecordable: bool = False
+    # Hooks that run only once each is trusted by a hash the CLI computes ("codex-hash": hooks.state in the
+    # user config.toml, read and written with what `codex app-server`'s hooks/list answers; codex_hooks.py).
+    hooks_trust: str | None = None
     # Qwen also reads the project's .mcp.json (Claude Code's file), below its own project settings.
     reads_mcp_json: bool = False
 
@@ -259,7 +259,7 @@ PROFILES: dict[str, AgentProfile] = {
             hooks_file={"project": ".codex/hooks.json", "user": "hooks.json"},
             trust="codex-project",
             project_trusted_only=True,
-            hooks_trust_unrecordable=True,
+            hooks_trust="codex-hash",
         ),
         AgentProfile(
             name="gemini",

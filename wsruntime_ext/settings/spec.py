@@ -176,8 +176,9 @@ def _answer_schema(part: str, description: str) -> dict[str, Any]:
             "trusted": {
                 "type": "boolean",
                 "description": "other agents only: whether the CLI uses this scope now as far as trust goes — "
-                "Codex's project trust, Gemini's trusted folder (its user scope too), Qwen's approval of every "
-                "project MCP server for its current entry; true where the CLI needs no trust",
+                "Codex's project trust (and for hooks, every hook trusted for its current definition), Gemini's "
+                "trusted folder (its user scope too), Qwen's approval of every project MCP server for its current "
+                "entry; true where the CLI needs no trust",
             },
             "scope": {"type": "string", "enum": list(READ_SCOPES)},
             "path": {
@@ -246,9 +247,12 @@ _AGENT_TABLE = (
     "`GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the "
     "file's own format, changing only the keys that changed: comments, key order and untouched keys stay. "
     "MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one "
-    "agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`); Codex runs hooks "
-    "only once trusted by a hash the runtime cannot write, so its hooks read `trusted: false` and `trust=true` "
-    "on them answers 422 `trust_unsupported`. An unknown agent answers 400 `unknown_agent`."
+    "agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`). Codex runs a hook "
+    'only once it is trusted by a hash its CLI computes (`[hooks.state."<key>"] trusted_hash` in the user '
+    "`config.toml`): the runtime asks `codex app-server` (`hooks/list`) for each hook's key, hash and trust, so "
+    "GET says whether every hook of the file runs, and `trust=true` records the CLI's own hash of each. Without "
+    "a codex CLI to ask, `trust=true` on hooks answers 422 `trust_unsupported`; when the CLI fails, 502 "
+    "`trust_failed`; either way nothing is written. An unknown agent answers 400 `unknown_agent`."
 )
 
 
@@ -310,7 +314,7 @@ for _path, _part, _schema, _answer, _what, _title in _PARTS:
             "tags": [TAG],
             "parameters": [_scope_param(read=False), _FORCE, _agent_param(False), _TRUST],
             "requestBody": {"required": True, "content": json_content(_body_schema(_part, _schema))},
-            "responses": {"200": _ok, **errors(400, 409, 412, 422)},
+            "responses": {"200": _ok, **errors(400, 409, 412, 422, *((502,) if _part == "hooks" else ()))},
         },
     }
 

@@ -487,7 +487,7 @@ export interface paths {
          *     | `qwen-code` | `.qwen/settings.json` | `~/.qwen/settings.json` | JSON with comments | project MCP servers need a record in `~/.qwen/mcpApprovals.json` (sha256 of the entry) |
          *     | `opencode` | `opencode.jsonc` if it exists, else `opencode.json` | `$XDG_CONFIG_HOME/opencode/` `opencode.jsonc` or `opencode.json` | JSONC | none |
          *
-         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`); Codex runs hooks only once trusted by a hash the runtime cannot write, so its hooks read `trusted: false` and `trust=true` on them answers 422 `trust_unsupported`. An unknown agent answers 400 `unknown_agent`.
+         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`). Codex runs a hook only once it is trusted by a hash its CLI computes (`[hooks.state."<key>"] trusted_hash` in the user `config.toml`): the runtime asks `codex app-server` (`hooks/list`) for each hook's key, hash and trust, so GET says whether every hook of the file runs, and `trust=true` records the CLI's own hash of each. Without a codex CLI to ask, `trust=true` on hooks answers 422 `trust_unsupported`; when the CLI fails, 502 `trust_failed`; either way nothing is written. An unknown agent answers 400 `unknown_agent`.
          *
          *     A file that is not valid JSON answers 422 `settings_file_invalid` with the parse error's line and column.
          */
@@ -513,7 +513,7 @@ export interface paths {
          *     | `qwen-code` | `.qwen/settings.json` | `~/.qwen/settings.json` | JSON with comments | project MCP servers need a record in `~/.qwen/mcpApprovals.json` (sha256 of the entry) |
          *     | `opencode` | `opencode.jsonc` if it exists, else `opencode.json` | `$XDG_CONFIG_HOME/opencode/` `opencode.jsonc` or `opencode.json` | JSONC | none |
          *
-         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`); Codex runs hooks only once trusted by a hash the runtime cannot write, so its hooks read `trusted: false` and `trust=true` on them answers 422 `trust_unsupported`. An unknown agent answers 400 `unknown_agent`.
+         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`). Codex runs a hook only once it is trusted by a hash its CLI computes (`[hooks.state."<key>"] trusted_hash` in the user `config.toml`): the runtime asks `codex app-server` (`hooks/list`) for each hook's key, hash and trust, so GET says whether every hook of the file runs, and `trust=true` records the CLI's own hash of each. Without a codex CLI to ask, `trust=true` on hooks answers 422 `trust_unsupported`; when the CLI fails, 502 `trust_failed`; either way nothing is written. An unknown agent answers 400 `unknown_agent`.
          */
         put: operations["putSettings"];
         post?: never;
@@ -551,7 +551,7 @@ export interface paths {
          *     | `qwen-code` | `.qwen/settings.json` | `~/.qwen/settings.json` | JSON with comments | project MCP servers need a record in `~/.qwen/mcpApprovals.json` (sha256 of the entry) |
          *     | `opencode` | `opencode.jsonc` if it exists, else `opencode.json` | `$XDG_CONFIG_HOME/opencode/` `opencode.jsonc` or `opencode.json` | JSONC | none |
          *
-         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`); Codex runs hooks only once trusted by a hash the runtime cannot write, so its hooks read `trusted: false` and `trust=true` on them answers 422 `trust_unsupported`. An unknown agent answers 400 `unknown_agent`.
+         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`). Codex runs a hook only once it is trusted by a hash its CLI computes (`[hooks.state."<key>"] trusted_hash` in the user `config.toml`): the runtime asks `codex app-server` (`hooks/list`) for each hook's key, hash and trust, so GET says whether every hook of the file runs, and `trust=true` records the CLI's own hash of each. Without a codex CLI to ask, `trust=true` on hooks answers 422 `trust_unsupported`; when the CLI fails, 502 `trust_failed`; either way nothing is written. An unknown agent answers 400 `unknown_agent`.
          *
          *     A file that is not valid JSON answers 422 `settings_file_invalid` with the parse error's line and column.
          */
@@ -577,7 +577,7 @@ export interface paths {
          *     | `qwen-code` | `.qwen/settings.json` | `~/.qwen/settings.json` | JSON with comments | project MCP servers need a record in `~/.qwen/mcpApprovals.json` (sha256 of the entry) |
          *     | `opencode` | `opencode.jsonc` if it exists, else `opencode.json` | `$XDG_CONFIG_HOME/opencode/` `opencode.jsonc` or `opencode.json` | JSONC | none |
          *
-         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`); Codex runs hooks only once trusted by a hash the runtime cannot write, so its hooks read `trusted: false` and `trust=true` on them answers 422 `trust_unsupported`. An unknown agent answers 400 `unknown_agent`.
+         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`). Codex runs a hook only once it is trusted by a hash its CLI computes (`[hooks.state."<key>"] trusted_hash` in the user `config.toml`): the runtime asks `codex app-server` (`hooks/list`) for each hook's key, hash and trust, so GET says whether every hook of the file runs, and `trust=true` records the CLI's own hash of each. Without a codex CLI to ask, `trust=true` on hooks answers 422 `trust_unsupported`; when the CLI fails, 502 `trust_failed`; either way nothing is written. An unknown agent answers 400 `unknown_agent`.
          */
         put: operations["putSettingsHooks"];
         post?: never;
@@ -615,7 +615,7 @@ export interface paths {
          *     | `qwen-code` | `.qwen/settings.json` | `~/.qwen/settings.json` | JSON with comments | project MCP servers need a record in `~/.qwen/mcpApprovals.json` (sha256 of the entry) |
          *     | `opencode` | `opencode.jsonc` if it exists, else `opencode.json` | `$XDG_CONFIG_HOME/opencode/` `opencode.jsonc` or `opencode.json` | JSONC | none |
          *
-         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`); Codex runs hooks only once trusted by a hash the runtime cannot write, so its hooks read `trusted: false` and `trust=true` on them answers 422 `trust_unsupported`. An unknown agent answers 400 `unknown_agent`.
+         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`). Codex runs a hook only once it is trusted by a hash its CLI computes (`[hooks.state."<key>"] trusted_hash` in the user `config.toml`): the runtime asks `codex app-server` (`hooks/list`) for each hook's key, hash and trust, so GET says whether every hook of the file runs, and `trust=true` records the CLI's own hash of each. Without a codex CLI to ask, `trust=true` on hooks answers 422 `trust_unsupported`; when the CLI fails, 502 `trust_failed`; either way nothing is written. An unknown agent answers 400 `unknown_agent`.
          *
          *     A file that is not valid JSON answers 422 `settings_file_invalid` with the parse error's line and column.
          */
@@ -641,7 +641,7 @@ export interface paths {
          *     | `qwen-code` | `.qwen/settings.json` | `~/.qwen/settings.json` | JSON with comments | project MCP servers need a record in `~/.qwen/mcpApprovals.json` (sha256 of the entry) |
          *     | `opencode` | `opencode.jsonc` if it exists, else `opencode.json` | `$XDG_CONFIG_HOME/opencode/` `opencode.jsonc` or `opencode.json` | JSONC | none |
          *
-         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`); Codex runs hooks only once trusted by a hash the runtime cannot write, so its hooks read `trusted: false` and `trust=true` on them answers 422 `trust_unsupported`. An unknown agent answers 400 `unknown_agent`.
+         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`). Codex runs a hook only once it is trusted by a hash its CLI computes (`[hooks.state."<key>"] trusted_hash` in the user `config.toml`): the runtime asks `codex app-server` (`hooks/list`) for each hook's key, hash and trust, so GET says whether every hook of the file runs, and `trust=true` records the CLI's own hash of each. Without a codex CLI to ask, `trust=true` on hooks answers 422 `trust_unsupported`; when the CLI fails, 502 `trust_failed`; either way nothing is written. An unknown agent answers 400 `unknown_agent`.
          */
         put: operations["putSettingsMcp"];
         post?: never;
@@ -661,7 +661,7 @@ export interface paths {
          *     | `qwen-code` | `.qwen/settings.json` | `~/.qwen/settings.json` | JSON with comments | project MCP servers need a record in `~/.qwen/mcpApprovals.json` (sha256 of the entry) |
          *     | `opencode` | `opencode.jsonc` if it exists, else `opencode.json` | `$XDG_CONFIG_HOME/opencode/` `opencode.jsonc` or `opencode.json` | JSONC | none |
          *
-         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`); Codex runs hooks only once trusted by a hash the runtime cannot write, so its hooks read `trusted: false` and `trust=true` on them answers 422 `trust_unsupported`. An unknown agent answers 400 `unknown_agent`.
+         *     Files are found as the runtime's agent sessions resolve them (`--home`, `CODEX_HOME`, `XDG_CONFIG_HOME`, `GEMINI_CLI_HOME`, `QWEN_HOME`). Settings are shown as JSON (Codex's TOML too) and written back in the file's own format, changing only the keys that changed: comments, key order and untouched keys stay. MCP servers have Claude Code's shape for every agent, translated to and from each format; what only one agent has travels in `native`. opencode has no command hooks (422 `hooks_unsupported`). Codex runs a hook only once it is trusted by a hash its CLI computes (`[hooks.state."<key>"] trusted_hash` in the user `config.toml`): the runtime asks `codex app-server` (`hooks/list`) for each hook's key, hash and trust, so GET says whether every hook of the file runs, and `trust=true` records the CLI's own hash of each. Without a codex CLI to ask, `trust=true` on hooks answers 422 `trust_unsupported`; when the CLI fails, 502 `trust_failed`; either way nothing is written. An unknown agent answers 400 `unknown_agent`.
          */
         patch: operations["patchSettingsMcp"];
         trace?: never;
@@ -1823,7 +1823,7 @@ export interface components {
              * @enum {string}
              */
             agent?: "codex" | "gemini" | "qwen-code" | "opencode";
-            /** @description other agents only: whether the CLI uses this scope now as far as trust goes — Codex's project trust, Gemini's trusted folder (its user scope too), Qwen's approval of every project MCP server for its current entry; true where the CLI needs no trust */
+            /** @description other agents only: whether the CLI uses this scope now as far as trust goes — Codex's project trust (and for hooks, every hook trusted for its current definition), Gemini's trusted folder (its user scope too), Qwen's approval of every project MCP server for its current entry; true where the CLI needs no trust */
             trusted?: boolean;
             /** @enum {string} */
             scope: "project" | "local" | "user" | "effective";
@@ -1891,7 +1891,7 @@ export interface components {
              * @enum {string}
              */
             agent?: "codex" | "gemini" | "qwen-code" | "opencode";
-            /** @description other agents only: whether the CLI uses this scope now as far as trust goes — Codex's project trust, Gemini's trusted folder (its user scope too), Qwen's approval of every project MCP server for its current entry; true where the CLI needs no trust */
+            /** @description other agents only: whether the CLI uses this scope now as far as trust goes — Codex's project trust (and for hooks, every hook trusted for its current definition), Gemini's trusted folder (its user scope too), Qwen's approval of every project MCP server for its current entry; true where the CLI needs no trust */
             trusted?: boolean;
             /** @enum {string} */
             scope: "project" | "local" | "user" | "effective";
@@ -2378,7 +2378,7 @@ export interface components {
              * @enum {string}
              */
             agent?: "codex" | "gemini" | "qwen-code" | "opencode";
-            /** @description other agents only: whether the CLI uses this scope now as far as trust goes — Codex's project trust, Gemini's trusted folder (its user scope too), Qwen's approval of every project MCP server for its current entry; true where the CLI needs no trust */
+            /** @description other agents only: whether the CLI uses this scope now as far as trust goes — Codex's project trust (and for hooks, every hook trusted for its current definition), Gemini's trusted folder (its user scope too), Qwen's approval of every project MCP server for its current entry; true where the CLI needs no trust */
             trusted?: boolean;
             /** @enum {string} */
             scope: "project" | "local" | "user" | "effective";
@@ -4995,6 +4995,15 @@ export interface operations {
             };
             /** @description Well-formed but unusable */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A subprocess or remote failed */
+            502: {
                 headers: {
                     [name: string]: unknown;
                 };
