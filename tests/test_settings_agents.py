@@ -50,7 +50,7 @@ def srv(home_server: ServerThread) -> Iterator[ServerThread]:
     for name in os.listdir(home):
         path = os.path.join(home, name)
         shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
-    for name in (".claude", ".mcp.json", ".codex", ".gemini", ".qwen", "opencode.json", "opencode.jsonc"):
+    for name in (".claude", ".mcp.json", ".codex", ".gemini", ".qwen", ".opencode", "opencode.json", "opencode.jsonc"):
         path = os.path.join(home_server.workspace, name)
         if os.path.isfile(path):
             os.unlink(path)
@@ -242,6 +242,48 @@ async def test_opencode_and_qwen_translate_and_keep_what_the_cli_wrote(srv: Serv
     data = jsonc.parse(read(qwen))
     assert data["$version"] == 4 and "// mine" in read(qwen)
     assert data["mcpServers"]["remote"] == {"httpUrl": REMOTE["url"], "headers": REMOTE["headers"]}
+
+
+async def test_opencode_reads_every_project_file_and_the_winning_one_is_written(srv: ServerThread) -> None:
+    """opencode reads opencode.json, then opencode.jsonc, then .opencode/opencode.json[c], a later one winning."""
+    local = {"type": "local", "command": ["python3", "-V"]}
+    write(ws_of(srv, "opencode.json"), json.dumps({"mcp": {"a": local, "b": local}, "model": "m/one"}))
+    write(ws_of(srv, "opencode.jsonc"), '{"mcp": {"c": {"type": "remote", "url": "http://127.0.0.1:9/c"}},}')
+    own = {"type": "local", "command": ["python3", "-c", "pass"]}
+    folder = "// kept: the folder config\n" + json.dumps({"mcp": {"b": own}})
+    write(ws_of(srv, ".opencode/opencode.jsonc"), folder)
+    before = {name: read(ws_of(srv, name)) for name in ("opencode.json", "opencode.jsonc")}
+    shown = await srv.request("GET", "/api/v1/settings/mcp?agent=opencode&scope=project")
+    assert shown.body["path"] == ".opencode/opencode.jsonc" and set(shown.body["mcpServers"]) == {"b"}
+    effective = (await srv.request("GET", "/api/v1/settings/mcp?agent=opencode&scope=effective")).body
+    assert set(effective["mcpServers"]) == {"a", "b", "c"}
+    assert effective["mcpServers"]["b"] == {"command": "python3", "args": ["-c", "pass"]}  # the folder's wins
+    assert [s["path"] for s in effective["sources"]] == [
+        "~/.config/opencode/opencode.json",
+        "opencode.json",
+        "opencode.jsonc",
+        ".opencode/opencode.jsonc",
+    ]
+    merged = (await srv.request("GET", "/api/v1/settings?agent=opencode&scope=effective")).body["settings"]
+    assert merged["model"] == "m/one" and set(merged["mcp"]) == {"a", "b", "c"}
+    # A write goes to the file that wins, with its comment kept; the others are left byte for byte.
+    body = {"mcpServers": {"b": PING, "d": REMOTE}}
+    response = await srv.request("PUT", "/api/v1/settings/mcp?agent=opencode&scope=project", body)
+    assert response.status == 200 and response.body["path"] == ".opencode/opencode.jsonc"
+    assert "// kept: the folder config" in read(ws_of(srv, ".opencode/opencode.jsonc"))
+    assert set(jsonc.parse(read(ws_of(srv, ".opencode/opencode.jsonc")))["mcp"]) == {"b", "d"}
+    assert {name: read(ws_of(srv, name)) for name in before} == before
+    effective = (await srv.request("GET", "/api/v1/settings/mcp?agent=opencode&scope=effective")).body
+    assert set(effective["mcpServers"]) == {"a", "b", "c", "d"} and effective["mcpServers"]["b"] == PING
+    listed = {a["name"]: a for a in (await srv.request("GET", "/api/v1/agents")).body["agents"]}
+    files = [(f["scope"], f["path"], f["exists"]) for f in listed["opencode"]["settings_files"]]
+    assert files == [
+        ("project", ".opencode/opencode.jsonc", True),
+        ("project", "opencode.jsonc", True),
+        ("project", "opencode.json", True),
+        ("user", "~/.config/opencode/opencode.json", False),
+    ]
+    assert "// kept: the folder config" in read(ws_of(srv, ".opencode/opencode.jsonc"))
 
 
 async def test_hooks_in_each_agents_place(srv: ServerThread) -> None:

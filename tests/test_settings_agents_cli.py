@@ -185,6 +185,20 @@ async def test_mcp_servers_written_through_the_api_are_used(
     listing = await mcp_list(runtime, agent)
     assert listed_connected(agent, listing, "pingu") and listed_connected(agent, listing, "pingp"), listing
     await session_calls(runtime, mock, agent, "pingp", log, "project")
+    if agent == "opencode":  # its .opencode/ folder's file wins over opencode.json: a write goes there
+        folder = os.path.join(runtime.workspace, ".opencode")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "opencode.jsonc"), "w", encoding="utf-8") as f:
+            f.write("// the folder's config\n{}\n")
+        try:
+            body = {"mcpServers": {"pingd": server_entry("folder", log)}}
+            answer = await put(runtime, "/api/v1/settings/mcp?agent=opencode&scope=project", body)
+            assert answer["path"] == ".opencode/opencode.jsonc", answer
+            listing = await mcp_list(runtime, agent)
+            assert listed_connected(agent, listing, "pingd") and listed_connected(agent, listing, "pingp"), listing
+            await session_calls(runtime, mock, agent, "pingd", log, "folder")
+        finally:
+            shutil.rmtree(folder)
 
 
 @pytest.mark.async_timeout(600)

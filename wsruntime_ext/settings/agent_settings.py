@@ -128,20 +128,22 @@ class AgentSettingsService:
     def _workspace_location(self, scope: str, rel: str, keys: tuple[str, ...] = ()) -> Location:
         return Location(scope, resolve_in_workspace(self.workspace, rel).real, rel, keys, None)
 
-    def settings_location(self, profile: AgentProfile, scope: str) -> Location:
-        """The agent's settings file in ``scope``: the first candidate that exists, else the last."""
+    def _candidates(self, profile: AgentProfile, scope: str) -> list[Location]:
         names = profile.files[scope]
         if scope == "project":
-            for rel in names:
-                where = self._workspace_location(scope, rel)
-                if os.path.exists(where.file):
-                    return where
-            return self._workspace_location(scope, names[-1])
+            return [self._workspace_location(scope, rel) for rel in names]
         base = profile.config_dir(self._env(), self.home)
-        for name in names:
-            if os.path.exists(os.path.join(base, name)):
-                return self._home_location(scope, os.path.join(base, name))
-        return self._home_location(scope, os.path.join(base, names[-1]))
+        return [self._home_location(scope, os.path.join(base, name)) for name in names]
+
+    def settings_location(self, profile: AgentProfile, scope: str) -> Location:
+        """The agent's settings file in ``scope``: the first candidate that exists, else the last."""
+        candidates = self._candidates(profile, scope)
+        return next((where for where in candidates if os.path.exists(where.file)), candidates[-1])
+
+    def settings_layers(self, profile: AgentProfile, scope: str) -> list[Location]:
+        """Every settings file of ``scope`` the CLI reads, the lowest first (only the written one if none exists)."""
+        found = [where for where in self._candidates(profile, scope) if os.path.exists(where.file)]
+        return found[::-1] or [self.settings_location(profile, scope)]
 
     def hooks_location(self, profile: AgentProfile, scope: str) -> tuple[Location, str]:
         """Where the hooks are, and that file's format (Codex: ``hooks.json``; others: their settings)."""
@@ -166,7 +168,7 @@ class AgentSettingsService:
         profile = self.profile(agent)
         found = []
         for scope in AGENT_SCOPES:
-            wheres = [self.settings_location(profile, scope)]
+            wheres = self.settings_layers(profile, scope)[::-1]
             if profile.hooks_file is not None:
                 wheres.append(self.hooks_location(profile, scope)[0])
             for where in wheres:
@@ -340,6 +342,13 @@ class AgentSettingsService:
         keys = (profile.mcp_key,) if part == "mcpServers" else ()
         return dataclasses.replace(where, keys=keys), profile.format
 
+    def _layers(self, profile: AgentProfile, scope: str, part: str) -> list[tuple[Location, str]]:
+        if part == "hooks":
+            return [self.hooks_location(profile, scope)]
+        keys = (profile.mcp_key,) if part == "mcpServers" else ()
+        layers = self.settings_layers(profile, scope)
+        return [(dataclasses.replace(where, keys=keys), profile.format) for where in layers]
+
     def _answer(self, profile: AgentProfile, where: Location, part: str, loaded: Loaded) -> dict[str, Any]:
         value = extract(loaded.data, where.keys, where.shown)
         if part == "mcpServers":
@@ -363,20 +372,20 @@ class AgentSettingsService:
         merged: dict[str, Any] = {}
         sources, etags = [], []
         for scope in ("user", "project"):  # the project wins
-            where, fmt = self._where(profile, scope, part)
-            loaded = self._load(where, fmt)
             used = scope == "user" or not profile.project_trusted_only or self.trusted(profile, "project")
-            sources.append({"scope": scope, "path": where.shown, "exists": loaded.exists, "used": used})
-            etags.append(loaded.etag)
-            if not used:
-                continue
-            value = extract(loaded.data, where.keys, where.shown)
-            if part == "mcpServers" and scope == "project":
+            if part == "mcpServers" and scope == "project" and used:
                 merged = {**merged, **self._mcp_json_servers(profile)}  # Qwen: .mcp.json below its own file
-            if part == "mcpServers":
-                merged = {**merged, **{n: s for n, s in value.items() if isinstance(s, dict)}}  # a name: replaced
-            else:
-                merged = deep_merge(merged, value)  # hooks arrays concatenate, objects merge
+            for where, fmt in self._layers(profile, scope, part):  # a later file wins
+                loaded = self._load(where, fmt)
+                sources.append({"scope": scope, "path": where.shown, "exists": loaded.exists, "used": used})
+                etags.append(loaded.etag)
+                if not used:
+                    continue
+                value = extract(loaded.data, where.keys, where.shown)
+                if part == "mcpServers":
+                    merged = {**merged, **{n: s for n, s in value.items() if isinstance(s, dict)}}  # a name: replaced
+                else:
+                    merged = deep_merge(merged, value)  # hooks arrays concatenate, objects merge
         if part == "mcpServers":
             merged = {name: profile.from_native(s) for name, s in merged.items()}
         digest = hashlib.sha256("|".join(etags).encode()).hexdigest()[:32]

@@ -28,7 +28,9 @@ class AgentProfile:
     name: str
     format: str  # "toml" or "jsonc"
     config_dir: Callable[[Mapping[str, str], str], str]  # (environment, home) → the directory of the user file
-    files: Mapping[str, tuple[str, ...]]  # scope → candidate names (project: workspace-relative; user: in config_dir)
+    # scope → the files the CLI reads, the winning one first; the one written is the first that exists (else
+    # the last). Project names are workspace-relative, user names are in config_dir.
+    files: Mapping[str, tuple[str, ...]]
     mcp_key: str  # the key of the servers object in the settings document
     to_native: Callable[[Server], Server]
     from_native: Callable[[Server], Server]
@@ -291,8 +293,12 @@ PROFILES: dict[str, AgentProfile] = {
             name="opencode",
             format="jsonc",
             config_dir=_opencode_dir,
-            # The first that exists is the one written; opencode reads them all, a later one winning.
-            files={"project": ("opencode.jsonc", "opencode.json"), "user": ("opencode.jsonc", "opencode.json")},
+            # opencode reads every one that exists (".json" then ".jsonc" in a folder, the workspace's own
+            # files before its .opencode/ folder), a later one winning; the one written is the one that wins.
+            files={
+                "project": (".opencode/opencode.jsonc", ".opencode/opencode.json", "opencode.jsonc", "opencode.json"),
+                "user": ("opencode.jsonc", "opencode.json"),
+            },
             mcp_key="mcp",
             to_native=_opencode_to,
             from_native=_opencode_from,
