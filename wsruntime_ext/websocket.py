@@ -2,13 +2,16 @@
 
 The same host, origin, token and query checks as HTTP run before the upgrade,
 with JSON errors; open sockets are tracked for shutdown (1001); frames can be
-written in batches, one write to the socket for many frames.
+written in batches, one write to the socket for many frames. A socket closed
+while frames are still queued for a slow client (1013, the end of a stream)
+stays open while the client keeps reading, so the close frame reaches it.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -61,6 +64,42 @@ class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self.ctx.websockets.discard(self)
+
+    def close_after_queued(self, code: int, reason: str) -> None:
+        """Close with ``code`` behind the frames already queued, and wait for the client to read up to it.
+
+        Tornado drops a connection 5 s after its close frame whatever is still queued, and the client then
+        sees neither the last frames nor the code (a 1013 that says "reconnect" arrives as a bare drop). So
+        the drop waits instead until the client has read nothing for ``CLOSE_IDLE_S`` (then 5 s more once
+        everything, close frame included, was taken by the socket).
+        """
+        conn: Any = self.ws_connection  # WebSocketProtocol13 (its _waiting timer and _abort); close() forgets it
+        self.close(code, reason)
+        stream = getattr(conn, "stream", None)
+        if conn is None or stream is None or getattr(conn, "_waiting", None) is None:
+            return  # the client's close already came, or a Tornado without the timer: its own rules
+        loop = stream.io_loop
+        loop.remove_timeout(conn._waiting)
+        conn._waiting = None
+        state: dict[str, Any] = {"done": -1, "since": time.monotonic()}
+
+        def check() -> None:
+            conn._waiting = None
+            if stream.closed():
+                return
+            done = getattr(stream, "_total_write_done_index", None)
+            queued = getattr(stream, "_total_write_index", None)
+            now = time.monotonic()
+            if done != state["done"]:
+                state["done"], state["since"] = done, now
+            if done is not None and done == queued:
+                conn._waiting = loop.add_timeout(loop.time() + 5, conn._abort)  # all sent: Tornado's own wait
+            elif now - state["since"] >= CLOSE_IDLE_S:
+                conn._abort()
+            else:
+                conn._waiting = loop.add_timeout(loop.time() + CLOSE_CHECK_S, check)
+
+        conn._waiting = loop.add_timeout(loop.time() + CLOSE_CHECK_S, check)
 
     def send_message(self, message: dict[str, Any]) -> None:
         """Send one JSON frame; a socket that already closed is ignored."""
@@ -125,6 +164,8 @@ class ApiWebSocket(JsonErrorsMixin, tornado.websocket.WebSocketHandler):
         return written
 
 
+CLOSE_IDLE_S = 20.0  # a closed socket whose client reads nothing for this long is dropped
+CLOSE_CHECK_S = 1.0  # how often a closed socket's progress is looked at
 PREPARED_JOIN = 16 << 10  # prepared frames smaller than this are joined into one write
 
 

@@ -255,7 +255,7 @@ class AgentStreamSocket(ApiWebSocket):
         if not self.closing:
             self.closing = True
             self.session.listeners.discard(self)
-            self.close(1013, "too far behind: reconnect with ?after=<last seq>")
+            self.close_after_queued(1013, "too far behind: reconnect with ?after=<last seq>")
             self.wakeup.set()
 
     async def _pump(self) -> None:
@@ -278,7 +278,7 @@ class AgentStreamSocket(ApiWebSocket):
                             return
                 if session.is_ended:
                     self.closing = True
-                    self.close(1000, "session ended")
+                    self.close_after_queued(1000, "session ended")
                     return
                 await self.wakeup.wait()
                 self.wakeup.clear()

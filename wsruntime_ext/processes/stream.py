@@ -77,12 +77,12 @@ class RunOutputSocket(ApiWebSocket):
 
     def close_with(self, code: int, reason: str) -> None:
         self.closing = True
-        self.close(code, reason)
+        self.close_after_queued(code, reason)
 
     def end(self) -> None:
         self.closing = True
         self.send_message(self.run.exit_frame())
-        self.close(1000, self.end_reason)
+        self.close_after_queued(1000, self.end_reason)
 
     async def pump_pipes(self, hello: dict[str, Any] | None) -> None:
         """Output frames (``seq`` after ``self.after``), after ``hello`` when given, to the end."""
