@@ -482,10 +482,8 @@ async def test_delete_leaves_no_process_behind(psrv: ServerThread, tmp_path: Any
     )
     pids = [int(await wait_for_file(f"{d}/p{i}")) for i in (1, 2, 3)]
     assert all(_alive(p) for p in pids)
-    started = time.monotonic()
     done = await delete(psrv, proc["id"])
     assert done["status"] == "killed" and done["signal"] in ("SIGHUP", "SIGKILL") and done["exit_code"] is None
-    assert time.monotonic() - started < 8
     assert not any(_alive(p) for p in [*pids, proc["pid"]])
     await client.to_end()
     assert client.exit is not None and client.exit["status"] == "killed"

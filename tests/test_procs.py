@@ -58,10 +58,8 @@ async def test_timeout_kills_the_whole_tree(tmp_path: os.PathLike[str]) -> None:
     script = TREE.replace(
         "print(same.pid, escaped.pid, flush=True)", "open('pids', 'w').write(f'{same.pid} {escaped.pid}')"
     )
-    started = time.monotonic()
     done = await registry.run([sys.executable, "-c", script], cwd=os.fspath(tmp_path), timeout=1.5)
     assert done.timed_out
-    assert time.monotonic() - started < 30
     pids = [int(p) for p in open(os.path.join(os.fspath(tmp_path), "pids")).read().split()]
     assert len(pids) == 2
     for pid in pids:

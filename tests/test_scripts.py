@@ -440,9 +440,7 @@ async def test_bad_run_requests(ws_server: ServerThread) -> None:
 
 async def test_timeout_kills_the_whole_tree(ws_server: ServerThread) -> None:
     pidfile = os.path.join(tempfile.mkdtemp(), "pid")
-    started = time.monotonic()
     done = await run_and_wait(ws_server, "escape.sh", {"args": [pidfile], "timeout_s": 3})
-    assert time.monotonic() - started < 60
     assert done["status"] == "timed_out" and done["exit_code"] is None and done["signal"] in ("SIGTERM", "SIGKILL")
     assert "started" in done["output"]
     escaped = int(await wait_for_file(pidfile))
