@@ -249,6 +249,13 @@ def test_the_tree_follows_the_disk(ui: Page, console: ServerThread) -> None:
     page.wait_for_selector("#file-tree button[data-path='made-in-a-shell.txt']", state="detached", timeout=WAIT_MS)
 
 
+def row_action(page: Any, path: str, title: str) -> None:
+    """Click one of a tree row's action buttons the way a person does: they show while the row is hovered."""
+    row = page.locator(".row", has=page.locator(f"button[data-path='{path}']"))
+    row.hover(timeout=WAIT_MS)
+    row.locator(f"button[title='{title}']").click(timeout=WAIT_MS)
+
+
 def test_new_file_rename_delete_upload_and_search(ui: Page, console: ServerThread) -> None:
     page = ui.open("files")
     page.wait_for_selector("#file-tree button[data-path='Makefile']", timeout=WAIT_MS)
@@ -257,11 +264,11 @@ def test_new_file_rename_delete_upload_and_search(ui: Page, console: ServerThrea
     page.wait_for_selector("#file-tree button[data-path='made/by-the-console.txt']", timeout=WAIT_MS)
     assert os.path.isfile(os.path.join(console.workspace, "made", "by-the-console.txt"))
     page.once("dialog", lambda d: d.accept("made/renamed.txt"))
-    page.click("button[title='Rename by-the-console.txt']", force=True)
+    row_action(page, "made/by-the-console.txt", "Rename by-the-console.txt")
     page.wait_for_selector("#file-tree button[data-path='made/renamed.txt']", timeout=WAIT_MS)
     assert os.path.isfile(os.path.join(console.workspace, "made", "renamed.txt"))
     page.once("dialog", lambda d: d.accept())
-    page.click("button[title='Delete renamed.txt']", force=True)
+    row_action(page, "made/renamed.txt", "Delete renamed.txt")
     page.wait_for_selector("#file-tree button[data-path='made/renamed.txt']", state="detached", timeout=WAIT_MS)
     assert not os.path.exists(os.path.join(console.workspace, "made", "renamed.txt"))
     upload = os.path.join(console.workspace, "..", "to-upload.txt")
