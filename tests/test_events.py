@@ -166,11 +166,12 @@ async def test_a_client_that_never_reads_is_closed_1013_while_another_gets_every
         slow = await EventStream.open(server, "?topics=test_blob")
         fast = await EventStream.open(server, "?topics=test_blob")
         blob = "x" * 4096
-        total = 6000  # 24 MB: more than the slow client's socket buffers and its queue
+        limit = 6000  # 24 MB: far more than the slow client's socket buffers and its queue
+        total = [limit]  # lowered to 1,000 events past the moment the slow client is cut off
         received: list[int] = []
 
         async def read_fast() -> None:
-            while len(received) < total:
+            while len(received) < total[0]:
                 text = await fast.ws.read_message()
                 assert text is not None, "the fast client was closed"
                 received.append(json.loads(text)["n"])
@@ -182,7 +183,8 @@ async def test_a_client_that_never_reads_is_closed_1013_while_another_gets_every
                 hub.publish("test_blob", {"n": n, "blob": blob})
 
         overflowed_at = None
-        for start in range(0, total, 100):
+        start = 0
+        while start < total[0]:
             server.call(lambda start=start: publish(start, 100))  # type: ignore[misc]
             deadline = time.monotonic() + 20
             while len(received) < start and not reader.done():  # keep the fast one within bounds
@@ -190,9 +192,11 @@ async def test_a_client_that_never_reads_is_closed_1013_while_another_gets_every
                 await asyncio.sleep(0.001)
             if overflowed_at is None and hub.stats()["overflows"]:
                 overflowed_at = start
+                total[0] = start + 1100  # the fast client goes on getting everything after the cut
+            start += 100
         await asyncio.wait_for(reader, 30)
-        assert received == list(range(total))  # every event, in order
         assert overflowed_at is not None, "the slow client was never cut off"
+        assert received == list(range(total[0]))  # every event, in order
         assert hub.stats()["overflows"] == 1
 
         # The slow client finally reads: what was already in flight, then the close frame.
@@ -214,7 +218,7 @@ async def test_system_stats_arrive_with_sane_numbers_while_someone_listens(serve
             assert set(stats) == {"cpu_percent", "memory_percent", "disk_percent"}
             assert all(isinstance(v, (int, float)) and 0 <= v <= 100 for v in stats.values()), stats
             assert stats["memory_percent"] > 0 and stats["disk_percent"] > 0
-        assert events[1]["_received"] - events[0]["_received"] < 1.5
+        assert events[0]["seq"] < events[1]["seq"] < events[2]["seq"]  # three samples, not one repeated
         health = (await server.request("GET", "/health")).body["stats"]
         assert health["source"] in ("psutil", "proc") and health["sampling"] is True
     finally:

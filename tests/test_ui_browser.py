@@ -379,6 +379,8 @@ def test_text_appears_as_it_is_written_then_as_its_complete_block(ui: Page) -> N
         pass
     page.wait_for_selector("#agent-log .msg.done", timeout=WAIT_MS)
     assert page.locator("#agent-log .msg.live").count() == 0
+    # The complete block is rendered as markdown once the (lazily loaded) renderer is there.
+    page.wait_for_selector("#agent-log .msg.text:has-text('first half second half')", timeout=WAIT_MS)
     assert page.locator("#agent-log .msg.text:has-text('first half second half')").count() == 1
     page.click("#agent-stop")
     page.wait_for_selector("#agent-log .msg.status[data-status=terminated]", timeout=WAIT_MS)
