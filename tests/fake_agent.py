@@ -106,7 +106,10 @@ def turn(prompt: str) -> None:
     if kind == "stream":
         # A text block streamed as N stream_event deltas at RATE a second (each stamped with when it was
         # written), then its complete assistant line and a result: what --include-partial-messages prints.
+        # A third word names a file to wait for first (so a client can attach before the first delta).
         count, rate = int(words[1]), float(words[2])
+        while len(words) > 3 and not os.path.exists(words[3]) and not interrupted.is_set():
+            time.sleep(0.02)
         start = time.monotonic()
         parts = []
         for i in range(count):

@@ -112,8 +112,11 @@ async def test_without_deltas_no_delta_is_relayed(fake: ServerThread) -> None:
 
 
 async def test_a_fast_stream_of_deltas_keeps_its_order(fake: ServerThread) -> None:
-    record = await create(fake, prompt="stream 500 100000", deltas=True)
+    gate = os.path.join(tempfile.mkdtemp(prefix="deltas-gate-"), "go")
+    record = await create(fake, prompt=f"stream 500 100000 {gate}", deltas=True)
     ws = await fake.websocket(f"/api/v1/ws/agent-sessions/{record['id']}")
+    with open(gate, "w"):  # attached: now the deltas come (a socket attached after them would see none)
+        pass
     frames: list[dict[str, Any]] = []
     while True:
         text = await ws.read_message()
@@ -121,7 +124,7 @@ async def test_a_fast_stream_of_deltas_keeps_its_order(fake: ServerThread) -> No
             break
         frames.append(json.loads(text))
     deltas = [f["content"] for f in frames if f["type"] == "text_delta"]
-    # The socket may attach after the first chunks: the ones it saw are a tail, in order, none twice.
+    # The ones it saw are in order, none twice.
     assert deltas and all(d.startswith(f"<{int(deltas[0][1:].split()[0]) + i} ") for i, d in enumerate(deltas))
     complete = next(f for f in frames if f["type"] == "text")
     assert complete["content"].endswith("".join(deltas))
