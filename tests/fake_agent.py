@@ -125,7 +125,10 @@ def turn(prompt: str) -> None:
         emit(result(f"streamed {count}"))
         return
     if kind == "wait":
-        # Half a block, then nothing until the file named by the second word exists, then the rest.
+        # Half a block, then nothing until the file named by the second word exists, then the rest. A third
+        # word names a file to wait for before the first half (so a client can attach before any delta).
+        while len(words) > 2 and not os.path.exists(words[2]) and not interrupted.is_set():
+            time.sleep(0.02)
         emit(delta("first half "))
         while not os.path.exists(words[1]) and not interrupted.is_set():
             time.sleep(0.02)

@@ -61,12 +61,16 @@ async def test_an_unsupported_capability_is_refused_by_name(fake: ServerThread) 
 
 
 async def test_deltas_come_live_before_their_block_and_are_never_stored(fake: ServerThread) -> None:
-    gate = os.path.join(tempfile.mkdtemp(prefix="deltas-"), "go")
-    record = await create(fake, prompt=f"wait {gate}", deltas=True)
+    folder = tempfile.mkdtemp(prefix="deltas-")
+    start, gate = os.path.join(folder, "start"), os.path.join(folder, "go")
+    record = await create(fake, prompt=f"wait {gate} {start}", deltas=True)
     assert record["deltas"] is True
     sid = record["id"]
     early = await fake.websocket(f"/api/v1/ws/agent-sessions/{sid}")
     early_frames: list[dict[str, Any]] = []
+    await wait_for_frame(early, "status", early_frames, status="running")
+    with open(start, "w"):  # attached: now the first half comes (deltas are live only, never replayed)
+        pass
     first = await wait_for_frame(early, "text_delta", early_frames)
     assert first["content"] == "first half " and first["block"] == 0 and "seq" not in first
     assert first["session_id"] == sid and first["after"] == early_frames[-2]["seq"]

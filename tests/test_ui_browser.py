@@ -370,9 +370,15 @@ def test_an_agent_session_with_a_permission_prompt_and_an_interrupt(ui: Page) ->
 
 def test_text_appears_as_it_is_written_then_as_its_complete_block(ui: Page) -> None:
     """Live deltas: the block being written shows as plain text, then the complete frame replaces it."""
-    gate = os.path.join(tempfile.mkdtemp(prefix="ui-deltas-"), "go")
+    folder = tempfile.mkdtemp(prefix="ui-deltas-")
+    start, gate = os.path.join(folder, "start"), os.path.join(folder, "go")
     page = ui.open("agent")
-    start_session(page, f"wait {gate}")
+    start_session(page, f"wait {gate} {start}")
+    # The page is attached once it shows the session's first stored frame: then the first half is written
+    # (deltas are live only, so one written before the page attached would never show).
+    page.wait_for_selector("#agent-log .msg.status[data-status=running]", timeout=WAIT_MS)
+    with open(start, "w"):
+        pass
     page.wait_for_selector("#agent-log .msg.text.live:has-text('first half')", timeout=WAIT_MS)
     assert page.locator("#agent-log .msg.done").count() == 0
     with open(gate, "w"):
