@@ -522,8 +522,8 @@ async def test_agents_and_health_list_each_agents_settings_files(srv: ServerThre
 
 def test_a_failed_commit_puts_back_the_files_already_landed(tmp_path: Any) -> None:
     from wsruntime_ext.base import ApiError
-    from wsruntime_ext.settings.agent_settings import Change, commit_all
     from wsruntime_ext.settings.service import Conditions, Location, load
+    from wsruntime_ext.settings.staging import Change, commit_all
     from wsruntime_ext.temps import TempRegistry
 
     os.makedirs(tmp_path / "state")

@@ -25,10 +25,12 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, Callable
 
 from wsruntime_ext.base import ApiError
-from wsruntime_ext.paths import atomic_write, file_etag, resolve_in_workspace
-from wsruntime_ext.settings import codex_hooks, jsonc
-from wsruntime_ext.settings.formats import json_bytes, parser_for, qwen_approval_hash, render
-from wsruntime_ext.settings.profiles import PROFILES, AgentProfile, normalize_mcp_json
+from wsruntime_ext.paths import file_etag
+from wsruntime_ext.settings import codex_hooks
+from wsruntime_ext.settings.agent_files import AGENT_SCOPES, CLAUDE
+from wsruntime_ext.settings.agent_trust import AgentTrust
+from wsruntime_ext.settings.formats import json_bytes, parser_for, render
+from wsruntime_ext.settings.profiles import PROFILES, AgentProfile
 from wsruntime_ext.settings.schema import (
     SettingsInvalid,
     check_depth,
@@ -49,25 +51,10 @@ from wsruntime_ext.settings.service import (
     deep_merge,
     extract,
     invalid_settings,
-    land,
     load,
 )
+from wsruntime_ext.settings.staging import Change, commit_all, restore_all
 from wsruntime_ext.temps import TempRegistry
-
-CLAUDE = "claude-code"
-AGENTS = (CLAUDE, *PROFILES)
-AGENT_SCOPES = ("project", "user")
-TRUSTED_FOLDER_RULES = ("TRUST_FOLDER", "TRUST_PARENT", "DO_NOT_TRUST")
-
-
-@dataclasses.dataclass
-class Change:
-    """One staged file: what was read and what replaces it."""
-
-    where: Location
-    loaded: Loaded
-    data: bytes
-    landed: os.stat_result | None = None
 
 
 def _no_nulls(value: Any, path: str) -> None:
@@ -81,8 +68,9 @@ def _no_nulls(value: Any, path: str) -> None:
             _no_nulls(item, f"{path}[{index}]")
 
 
-class AgentSettingsService:
-    """The four other agents' settings in the ``project`` and ``user`` scopes, and MCP servers for all five."""
+class AgentSettingsService(AgentTrust):
+    """The four other agents' settings in the ``project`` and ``user`` scopes, and MCP servers for all five.
+    Locations in ``agent_files.py``, trust in ``agent_trust.py``, all-or-nothing writes in ``staging.py``."""
 
     def __init__(
         self,
@@ -94,220 +82,11 @@ class AgentSettingsService:
         temps: TempRegistry | None = None,
         list_codex_hooks: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
-        self.workspace = workspace
-        self.home = os.path.abspath(home)
-        self.run_blocking = run_blocking
-        self.claude = claude
-        self.environ = environ or (lambda: os.environ)
-        self.temps = temps  # where every temporary file is recorded (temps.py)
+        super().__init__(workspace, home, run_blocking, claude, environ, temps)
         # Codex's hooks as `codex app-server` lists them (codex_hooks.py); raises HookListFailed.
         self.list_codex_hooks = list_codex_hooks
         self._codex_listed: tuple[tuple[str, ...], list[dict[str, Any]]] | None = None  # (files' ETags, hooks)
         self._lock = asyncio.Lock()  # this service's writes take turns (a PATCH spans many files)
-        self.files_known: dict[str, list[dict[str, Any]]] = {}  # agent → its settings files (for /health)
-
-    # -- where things are --------------------------------------------------------------
-
-    @staticmethod
-    def profile(agent: str) -> AgentProfile:
-        profile = PROFILES.get(agent)
-        if profile is None:
-            raise ApiError(400, "unknown_agent", f"Unknown agent {agent[:80]!r}", known=list(AGENTS))
-        return profile
-
-    def _env(self) -> Mapping[str, str]:
-        return self.environ()
-
-    def _shown(self, path: str) -> str:
-        rel = os.path.relpath(path, self.home)
-        return path if rel.startswith("..") else "~/" + rel.replace(os.sep, "/")
-
-    def _home_location(self, scope: str, path: str, keys: tuple[str, ...] = (), mode: int | None = None) -> Location:
-        return Location(scope, os.path.realpath(path), self._shown(path), keys, mode)
-
-    def _workspace_location(self, scope: str, rel: str, keys: tuple[str, ...] = ()) -> Location:
-        return Location(scope, resolve_in_workspace(self.workspace, rel).real, rel, keys, None)
-
-    def _candidates(self, profile: AgentProfile, scope: str) -> list[Location]:
-        names = profile.files[scope]
-        if scope == "project":
-            return [self._workspace_location(scope, rel) for rel in names]
-        base = profile.config_dir(self._env(), self.home)
-        return [self._home_location(scope, os.path.join(base, name)) for name in names]
-
-    def settings_location(self, profile: AgentProfile, scope: str) -> Location:
-        """The agent's settings file in ``scope``: the first candidate that exists, else the last."""
-        candidates = self._candidates(profile, scope)
-        return next((where for where in candidates if os.path.exists(where.file)), candidates[-1])
-
-    def settings_layers(self, profile: AgentProfile, scope: str) -> list[Location]:
-        """Every settings file of ``scope`` the CLI reads, the lowest first (only the written one if none exists)."""
-        found = [where for where in self._candidates(profile, scope) if os.path.exists(where.file)]
-        return found[::-1] or [self.settings_location(profile, scope)]
-
-    def hooks_location(self, profile: AgentProfile, scope: str) -> tuple[Location, str]:
-        """Where the hooks are, and that file's format (Codex: ``hooks.json``; others: their settings)."""
-        if profile.hooks_file is None:
-            where = self.settings_location(profile, scope)
-            return dataclasses.replace(where, keys=("hooks",)), profile.format
-        name = profile.hooks_file[scope]
-        if scope == "project":
-            return self._workspace_location(scope, name, ("hooks",)), "json"
-        base = profile.config_dir(self._env(), self.home)
-        return self._home_location(scope, os.path.join(base, name), ("hooks",)), "json"
-
-    def settings_files(self, agent: str) -> list[dict[str, Any]]:
-        """The files this agent's settings live in, per scope, and whether they exist (blocking)."""
-        if agent == CLAUDE:
-            found = []
-            for scope in ("project", "local", "user"):
-                for part in ("settings", "mcpServers"):
-                    where = self.claude.location(scope, part)
-                    found.append({"scope": scope, "path": where.shown, "exists": os.path.isfile(where.file)})
-            return found
-        profile = self.profile(agent)
-        found = []
-        for scope in AGENT_SCOPES:
-            wheres = self.settings_layers(profile, scope)[::-1]
-            if profile.hooks_file is not None:
-                wheres.append(self.hooks_location(profile, scope)[0])
-            for where in wheres:
-                found.append({"scope": scope, "path": where.shown, "exists": os.path.isfile(where.file)})
-        return found
-
-    def refresh_files(self) -> dict[str, list[dict[str, Any]]]:
-        """Re-check every agent's settings files (blocking); what /health shows until the next refresh."""
-        known = {}
-        for agent in AGENTS:
-            try:
-                known[agent] = self.settings_files(agent)
-            except ApiError:  # a workspace file that leads outside: not listed
-                known[agent] = []
-        self.files_known = known
-        return known
-
-    # -- trust -------------------------------------------------------------------------
-
-    def _trust_files(self, profile: AgentProfile) -> Location | None:
-        env = self._env()
-        if profile.trust == "codex-project":
-            return self._home_location("user", os.path.join(profile.config_dir(env, self.home), "config.toml"))
-        if profile.trust == "gemini-folder":
-            path = env.get("GEMINI_CLI_TRUSTED_FOLDERS_PATH") or os.path.join(
-                profile.config_dir(env, self.home), "trustedFolders.json"
-            )
-            return self._home_location("user", path, (), 0o600)
-        if profile.trust == "qwen-approval":
-            path = env.get("QWEN_CODE_MCP_APPROVALS_PATH") or os.path.join(
-                profile.config_dir(env, self.home), "mcpApprovals.json"
-            )
-            return self._home_location("user", path, (), 0o600)
-        return None
-
-    def _needs_trust(self, profile: AgentProfile, scope: str) -> bool:
-        if profile.trust in ("codex-project", "qwen-approval"):
-            return scope == "project"
-        return profile.trust == "gemini-folder"  # Gemini suppresses even user-level servers in an untrusted folder
-
-    def trusted(self, profile: AgentProfile, scope: str, project_servers: dict[str, Any] | None = None) -> bool:
-        """Whether the CLI uses ``scope``'s contents now, as far as trust goes (blocking)."""
-        if not self._needs_trust(profile, scope):
-            return True
-        where = self._trust_files(profile)
-        assert where is not None
-        loaded = load(where, parser_for("toml" if profile.trust == "codex-project" else "jsonc"))
-        data = loaded.data if loaded.error is None else {}
-        if profile.trust == "codex-project":
-            entry = data.get("projects", {}).get(self.workspace) if isinstance(data.get("projects"), dict) else None
-            return isinstance(entry, dict) and entry.get("trust_level") == "trusted"
-        if profile.trust == "gemini-folder":
-            return self._gemini_trusted(profile, data)
-        # Qwen: every project server (.mcp.json's too) approved for exactly its current entry.
-        project_servers = self._project_native_servers(profile, project_servers)
-        approvals = data.get(self.workspace, {})
-        approvals = approvals if isinstance(approvals, dict) else {}
-        for name, entry in project_servers.items():
-            record = approvals.get(name)
-            if not (
-                isinstance(record, dict)
-                and record.get("status") == "approved"
-                and isinstance(entry, dict)
-                and record.get("hash") == qwen_approval_hash(entry)
-            ):
-                return False
-        return True
-
-    def _gemini_trusted(self, profile: AgentProfile, folders: dict[str, Any]) -> bool:
-        env = self._env()
-        if env.get("GEMINI_CLI_TRUST_WORKSPACE") in ("true", "false"):
-            return env["GEMINI_CLI_TRUST_WORKSPACE"] == "true"
-        user = load(self.settings_location(profile, "user"), jsonc.parse)
-        security = user.data.get("security") if user.error is None else None
-        folder_trust = security.get("folderTrust") if isinstance(security, dict) else None
-        if isinstance(folder_trust, dict) and folder_trust.get("enabled") is False:
-            return True
-        best, rule = -1, "DO_NOT_TRUST"
-        for path, value in folders.items():
-            if not isinstance(path, str) or value not in TRUSTED_FOLDER_RULES:
-                continue
-            base = os.path.dirname(path.rstrip("/")) if value == "TRUST_PARENT" else path.rstrip("/") or "/"
-            if (self.workspace == base or self.workspace.startswith(base.rstrip("/") + "/")) and len(base) > best:
-                best, rule = len(base), value
-        return best >= 0 and rule != "DO_NOT_TRUST"
-
-    def _project_native_servers(self, profile: AgentProfile, own: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The project's servers as the CLI assembles them (Qwen: ``.mcp.json`` < its project settings);
-        ``own``: the project settings' servers, when they are about to be written."""
-        if own is None:
-            loaded = load(self.settings_location(profile, "project"), parser_for(profile.format))
-            servers = loaded.data.get(profile.mcp_key) if loaded.error is None else None
-            own = servers if isinstance(servers, dict) else {}
-        return {**self._mcp_json_servers(profile), **own}
-
-    def _mcp_json_servers(self, profile: AgentProfile) -> dict[str, Any]:
-        if not profile.reads_mcp_json:
-            return {}
-        loaded = load(self.claude.location("project", "mcpServers"))
-        servers = loaded.data.get("mcpServers") if loaded.error is None else None
-        if not isinstance(servers, dict):
-            return {}
-        return {name: normalize_mcp_json(s) for name, s in servers.items() if isinstance(s, dict)}
-
-    def _stage_trust(self, profile: AgentProfile, scope: str, project_servers: dict[str, Any]) -> Change | None:
-        """The change that records trust for ``scope`` the way the CLI does, or None when nothing is needed."""
-        if not self._needs_trust(profile, scope):
-            return None
-        where = self._trust_files(profile)
-        assert where is not None
-        fmt = "toml" if profile.trust == "codex-project" else "json"
-        loaded = load(where, parser_for("toml" if fmt == "toml" else "jsonc"))
-        if loaded.error is not None:
-            raise loaded.error
-        new = json.loads(json.dumps(loaded.data))
-        if profile.trust == "codex-project":
-            projects = new.setdefault("projects", {})
-            if not isinstance(projects, dict):
-                raise ApiError(
-                    422, "settings_file_invalid", f"{where.shown}: projects is not a table", path=where.shown
-                )
-            entry = projects.setdefault(self.workspace, {})
-            if not isinstance(entry, dict):
-                projects[self.workspace] = entry = {}
-            entry["trust_level"] = "trusted"
-        elif profile.trust == "gemini-folder":
-            if self.trusted(profile, scope):
-                return None
-            new[self.workspace] = "TRUST_FOLDER"
-        else:
-            records = new.get(self.workspace)
-            records = dict(records) if isinstance(records, dict) else {}
-            for name, entry in self._project_native_servers(profile, project_servers).items():
-                if isinstance(entry, dict):
-                    records[name] = {"hash": qwen_approval_hash(entry), "status": "approved"}
-            new[self.workspace] = records
-        if new == loaded.data and loaded.exists:
-            return None
-        return Change(where, loaded, render(fmt, loaded, new))
 
     # -- reading -----------------------------------------------------------------------
 
@@ -721,36 +500,3 @@ def _hooks_unsupported(agent: str) -> ApiError:
         f"{agent} has no command hooks (opencode uses JS plugins instead)",
         agent=agent,
     )
-
-
-def commit_all(changes: list[Change], conditions: Conditions, temps: TempRegistry | None) -> None:
-    """Land every staged change, each only if its file is still the version read; on a failure, put back
-    the ones already landed (all or nothing) and raise. Blocking."""
-    done: list[Change] = []
-    try:
-        for change in changes:
-            change.landed = land(change.where, change.data, change.loaded, conditions, temps)
-            done.append(change)
-    except BaseException:
-        restore_all(done, temps)
-        raise
-
-
-def restore_all(changes: list[Change], temps: TempRegistry | None) -> None:
-    """Put back what ``changes`` replaced, the last first (blocking)."""
-    for change in reversed(changes):
-        _restore(change, temps)
-
-
-def _restore(change: Change, temps: TempRegistry | None) -> None:
-    """Put back what a landed change replaced, unless someone else has written the file since."""
-    try:
-        st = os.stat(change.where.file)
-    except OSError:
-        return
-    if change.landed is None or file_etag(st) != file_etag(change.landed):
-        return
-    if change.loaded.exists:
-        atomic_write(change.where.file, change.loaded.raw, mode=change.loaded.mode, temps=temps)
-    else:
-        os.unlink(change.where.file)

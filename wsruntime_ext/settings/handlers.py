@@ -6,7 +6,7 @@ from typing import Any
 
 from wsruntime_ext.base import ApiError, ApiHandler
 from wsruntime_ext.openapi import route
-from wsruntime_ext.settings.agent_settings import AGENT_SCOPES, AGENTS, CLAUDE
+from wsruntime_ext.settings.agent_files import AGENT_SCOPES, AGENTS, CLAUDE
 from wsruntime_ext.settings.service import (
     READ_SCOPES,
     SCOPES,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from wsruntime_ext.openapi import errors, json_content, query_param, ref
-from wsruntime_ext.settings.agent_settings import AGENTS
+from wsruntime_ext.settings.agent_files import AGENTS
 from wsruntime_ext.settings.profiles import CODEX_HOOK_EVENTS, GEMINI_HOOK_EVENTS, QWEN_HOOK_EVENTS
 from wsruntime_ext.settings.schema import HOOK_EVENTS, URL_PATTERN
 from wsruntime_ext.settings.service import READ_SCOPES, SCOPES
