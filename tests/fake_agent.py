@@ -6,9 +6,10 @@ picks a behaviour by its first word: ``echo`` (a text and a result),
 ``crash`` (stderr, exit 3, no result), ``hang`` (print nothing, ever),
 ``garbage`` (non-JSON lines, then exit 1), ``flood N`` (N text lines as fast as
 it can, then a result), ``paced N RATE`` (N stamped lines at RATE a second),
-``long N`` (one text line of N bytes), ``stream N RATE`` (a text block as N stamped
-``stream_event`` deltas at RATE a second, then the block), ``wait FILE`` (half a block's deltas, the rest
-once FILE exists), ``spawn`` (a grandchild in its own
+``long N`` (one text line of N bytes), ``stream N RATE [START]`` (a text block as N stamped
+``stream_event`` deltas at RATE a second, then the block), ``wait FILE [START]`` (half a block's deltas, the
+rest once FILE exists); START names a file to wait for before the first delta, so that a client can attach
+first (deltas are live only), ``spawn`` (a grandchild in its own
 session that sleeps, then hang), ``ask WORDS`` (a Bash tool call that asks
 permission with a ``can_use_tool`` control request, waits for the host's
 answer, then says ``permission allow`` or ``permission deny``), ``pwd`` (says its
@@ -57,6 +58,12 @@ def result(content: str, is_error: bool = False) -> dict:
 interrupted = threading.Event()
 permission_counter = itertools.count(1)
 answers: queue.Queue[dict] = queue.Queue()  # control_response lines from the host (permission answers)
+
+
+def wait_for_file(path: str | None) -> None:
+    """Hold the turn until ``path`` exists (a test's gate; None: no gate) or the turn is interrupted."""
+    while path is not None and not os.path.exists(path) and not interrupted.is_set():
+        time.sleep(0.02)
 
 
 def turn(prompt: str) -> None:
@@ -108,8 +115,7 @@ def turn(prompt: str) -> None:
         # written), then its complete assistant line and a result: what --include-partial-messages prints.
         # A third word names a file to wait for first (so a client can attach before the first delta).
         count, rate = int(words[1]), float(words[2])
-        while len(words) > 3 and not os.path.exists(words[3]) and not interrupted.is_set():
-            time.sleep(0.02)
+        wait_for_file(words[3] if len(words) > 3 else None)
         start = time.monotonic()
         parts = []
         for i in range(count):
@@ -127,11 +133,9 @@ def turn(prompt: str) -> None:
     if kind == "wait":
         # Half a block, then nothing until the file named by the second word exists, then the rest. A third
         # word names a file to wait for before the first half (so a client can attach before any delta).
-        while len(words) > 2 and not os.path.exists(words[2]) and not interrupted.is_set():
-            time.sleep(0.02)
+        wait_for_file(words[2] if len(words) > 2 else None)
         emit(delta("first half "))
-        while not os.path.exists(words[1]) and not interrupted.is_set():
-            time.sleep(0.02)
+        wait_for_file(words[1])
         emit(delta("second half"))
         emit(text("first half second half"))
         emit(result("waited"))
