@@ -25,7 +25,7 @@ from wsruntime_ext.temps import TempRegistry
 if TYPE_CHECKING:
     from wsruntime_ext.agents import AgentService
     from wsruntime_ext.events import LiveEvents
-    from wsruntime_ext.files import FileService, SearchService
+    from wsruntime_ext.files import FileService, SearchService, WriteGroups
     from wsruntime_ext.git import GitService
     from wsruntime_ext.openspec import OpenSpecService
     from wsruntime_ext.processes import ProcessService
@@ -40,6 +40,7 @@ class Context:
 
     files: FileService  # set by files.startup
     search: SearchService  # set by files.startup
+    write_groups: WriteGroups  # set by files.startup: small writes landed in groups
     git: GitService  # set by git.startup
     agents: AgentService  # set by agents.startup
     openspec: OpenSpecService  # set by openspec.startup

@@ -3,14 +3,17 @@
 ``service.py`` holds the logic (``FileService``), ``listing.py`` directory
 listings, ``errors.py`` the mapping of OS errors to answers, ``upload.py``
 the streamed all-or-nothing multipart upload, ``search.py`` content and name search
-(ripgrep or a Python walk), ``handlers.py`` the thin HTTP layer and
-``spec.py`` the OpenAPI description of the routes below.
+(ripgrep or a Python walk), ``group.py`` small writes landed in groups,
+``handlers.py`` the thin HTTP layer and ``spec.py`` the OpenAPI
+description of the routes below.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
+from wsruntime_ext.files.group import WriteGroups
 from wsruntime_ext.files.handlers import (
     FileHandler,
     ListHandler,
@@ -41,6 +44,7 @@ handlers = [
 
 async def startup(ctx: Context) -> None:
     ctx.files = FileService(ctx.config, ctx.temps)
+    ctx.write_groups = WriteGroups(ctx.files)
     ctx.search = SearchService(ctx.config.workspace, ctx.files.state_dir, ctx.files.walk)
     backend: dict[str, Any] = {"search": {"backend": ctx.search.backend}}
     ctx.health_providers.append(lambda: backend)
@@ -48,6 +52,7 @@ async def startup(ctx: Context) -> None:
 
 async def shutdown(ctx: Context) -> None:
     ctx.files.shutdown()
+    await asyncio.wrap_future(ctx.write_groups.close())  # what is queued lands before the runtime stops
 
 
-__all__ = ["FileService", "SearchService", "handlers", "openapi", "shutdown", "startup"]
+__all__ = ["FileService", "SearchService", "WriteGroups", "handlers", "openapi", "shutdown", "startup"]

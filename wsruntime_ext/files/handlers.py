@@ -434,25 +434,13 @@ class FileHandler(FilesHandler):
 
     async def _start_streamed_write(self) -> None:
         try:
-            wp = self._write_path(self.path_kwargs["path"])
+            wp = self.files.resolve_write(self.path_kwargs["path"])
             self.writer = await self.run_blocking(self.files.start_write, wp, self.preconditions())
         except ApiError as error:
             self.refuse(error)
             return
         self.target = wp
         self.pump = BodyPump(self.ctx.run_blocking, self._write_batch)
-
-    def _write_path(self, path: str) -> WorkspacePath:
-        wp = self.files.resolve(path)
-        if path.endswith("/") and not wp.is_root:
-            raise ApiError(400, "invalid_path", "A file path must not end with /", path=path)
-        return wp
-
-    def _write_whole(
-        self, path: str, data: bytes, preconditions: Preconditions
-    ) -> tuple[WorkspacePath, dict[str, Any]]:
-        wp = self._write_path(path)
-        return wp, self.files.write_bytes(wp, data, preconditions)
 
     def _write_batch(self, data: bytes) -> None:
         assert self.writer is not None and self.target is not None
@@ -470,8 +458,8 @@ class FileHandler(FilesHandler):
         preconditions = self.preconditions()
         if self.json_write or self.small_write:
             data = self.files.decode_json_content(self.json_body()) if self.json_write else self.body_bytes
-            # The path is resolved in the same trip to the thread pool as the write (its lstat calls too).
-            wp, result = await self.run_blocking(self._write_whole, path, data, preconditions)
+            # Landed with the other small writes queued meanwhile (group.py), the path resolved there too.
+            wp, result = await self.ctx.write_groups.write(path, data, preconditions)
         else:
             assert self.pump is not None and self.writer is not None and self.target is not None
             wp = self.target

@@ -166,6 +166,13 @@ class FileService:
         """The jail: 403 outside the workspace, 400 for control characters."""
         return resolve_in_workspace(self.root, client_path, follow_final)
 
+    def resolve_write(self, client_path: str) -> WorkspacePath:
+        """The jail, for a file to write: its path must not end with ``/``."""
+        wp = self.resolve(client_path)
+        if client_path.endswith("/") and not wp.is_root:
+            raise ApiError(400, "invalid_path", "A file path must not end with /", path=client_path)
+        return wp
+
     def resolve_own(self, client_path: str) -> WorkspacePath:
         """A path whose last component is operated on itself (delete, move): its parents are jailed,
         and a final symlink may not lead outside unless the operation is a delete (see handlers)."""
@@ -351,12 +358,16 @@ class FileService:
         except ValueError:  # closed under us: the request was abandoned meanwhile
             raise ApiError(400, "aborted", "The write was abandoned", path=rel) from None
 
-    def commit(self, writer: AtomicWriter, wp: WorkspacePath, preconditions: Preconditions) -> dict[str, Any]:
-        """Land a streamed write atomically; rechecks the preconditions in the commit section."""
+    def commit(
+        self, writer: AtomicWriter, wp: WorkspacePath, preconditions: Preconditions, sync_directories: bool = True
+    ) -> dict[str, Any]:
+        """Land a streamed write atomically; rechecks the preconditions in the commit section
+        (``sync_directories``: see AtomicWriter.commit)."""
         try:
             st = writer.commit(
                 replace=not preconditions.create_only,
                 check=(lambda old: preconditions.check(old, wp.rel)) if preconditions else None,
+                sync_directories=sync_directories,
             )
         except FileExistsError:
             raise ApiError(412, "precondition_failed", "If-None-Match: * failed: it exists", path=wp.rel) from None
