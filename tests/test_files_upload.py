@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import socket
 import time
@@ -17,7 +18,7 @@ from tests.conftest import Response, ServerPool, ServerThread
 from tests.test_files import leftovers
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.config import Config
-from wsruntime_ext.files.handlers import WRITE_BATCH, BodyPump
+from wsruntime_ext.files.handlers import BIG_READ, WRITE_BATCH, BodyPump, FilesHandler
 from wsruntime_ext.files.service import FileService
 from wsruntime_ext.files.upload import MultipartUpload, parse_header_params
 
@@ -215,6 +216,44 @@ async def test_large_upload_streams(server: ServerThread, d: str) -> None:
     r = await upload(server, multipart([("big.bin", data), ("small.txt", b"s")]), {"path": d}, timeout=120)
     assert r.status == 201
     assert read(server, f"{d}/big.bin") == data
+
+
+def test_a_streamed_body_is_read_in_big_pieces_and_the_connection_reads_as_before_after_it(
+    server: ServerThread, d: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # request path → (piece size, the connection's body chunk size, its socket read size) for each body piece
+    pieces: dict[str, list[tuple[int, int, int]]] = {}
+    original = FilesHandler.data_received
+
+    def record(self: FilesHandler, chunk: bytes) -> Any:
+        connection = self.request.connection
+        sizes = (len(chunk), connection.params.chunk_size, connection.stream.read_chunk_size)  # type: ignore[attr-defined]
+        pieces.setdefault(self.request.path, []).append(sizes)
+        return original(self, chunk)
+
+    monkeypatch.setattr(FilesHandler, "data_received", record)
+    big, small = os.urandom(8 << 20), os.urandom(200 << 10)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        body = multipart([("big.bin", big)])
+        connection.request(
+            "POST",
+            f"/api/v1/files/upload?path={d}",
+            body,
+            {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        )
+        assert connection.getresponse().read() and connection.sock is not None
+        connection.request("PUT", f"/api/v1/files/{d}/small.bin", small)  # gathered whole, not streamed
+        answer = connection.getresponse()
+        assert answer.status == 201 and answer.read()
+    finally:
+        connection.close()
+    assert read(server, f"{d}/big.bin") == big and read(server, f"{d}/small.bin") == small
+    streamed = pieces["/api/v1/files/upload"]
+    assert {(chunk, read) for _n, chunk, read in streamed} == {(BIG_READ, BIG_READ)}
+    assert 64 << 10 < max(n for n, _c, _r in streamed) <= BIG_READ
+    # The same connection, the next request: Tornado's own 64 KiB reads again.
+    assert {(chunk, read) for _n, chunk, read in pieces[f"/api/v1/files/{d}/small.bin"]} == {(64 << 10, 64 << 10)}
 
 
 @pytest.fixture(scope="module")

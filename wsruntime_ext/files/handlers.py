@@ -11,6 +11,7 @@ Reads stream in chunks, each awaited through ``flush()`` (back-pressure).
 from __future__ import annotations
 
 import asyncio
+import copy
 import email.utils
 import functools
 import os
@@ -19,6 +20,7 @@ import urllib.parse
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Callable
 
+import tornado.http1connection
 import tornado.httputil
 import tornado.iostream
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 
 WRITE_BATCH = 1 << 20  # bytes of body gathered before one write in the thread pool
 SMALL_WRITE = 256 << 10  # bodies up to this size (by Content-Length) are gathered whole, then written at once
+BIG_READ = 1 << 20  # a streamed body is read from its socket this much at a time (Tornado's default: 64 KiB)
 MAX_LIST_LIMIT = 10_000_000
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
@@ -127,8 +130,32 @@ class FilesHandler(ApiHandler):
         self.max_body_bytes = limit
         self.request.connection.set_max_body_size(limit + DRAIN_LIMIT)
 
-    # A handler that streams its body to disk sets ``pump`` in prepare() and implements _discard().
+    # A handler that streams its body to disk calls stream_body() in prepare() and implements _discard().
     pump: BodyPump | None = None
+    _default_reads: tuple[tornado.http1connection.HTTP1ConnectionParameters, int] | None = None
+
+    def stream_body(self, sink: Callable[[bytes], None]) -> None:
+        """Stream the body to ``sink`` (in the thread pool, a batch at a time), read BIG_READ at a time.
+
+        Tornado reads a body 64 KiB at a time, each read a fresh buffer, a copy and a chain of calls on the
+        IOLoop: 1 MiB reads make a 1 GiB upload about half as fast again. For this request only — the
+        connection reads as before once it is answered (small requests would pay for the big buffers).
+        """
+        self.pump = BodyPump(self.ctx.run_blocking, sink)
+        connection = self.request.connection
+        if isinstance(connection, tornado.http1connection.HTTP1Connection) and connection.params.chunk_size < BIG_READ:
+            self._default_reads = (connection.params, connection.stream.read_chunk_size)
+            connection.params = copy.copy(connection.params)
+            connection.params.chunk_size = BIG_READ
+            connection.stream.read_chunk_size = BIG_READ
+
+    def on_finish(self) -> None:
+        self._discard()
+        if self._default_reads is not None:
+            connection = self.request.connection
+            assert isinstance(connection, tornado.http1connection.HTTP1Connection)
+            connection.params, connection.stream.read_chunk_size = self._default_reads
+            self._default_reads = None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self.pump is None or self._rejection is not None or self._finished:
@@ -440,7 +467,7 @@ class FileHandler(FilesHandler):
             self.refuse(error)
             return
         self.target = wp
-        self.pump = BodyPump(self.ctx.run_blocking, self._write_batch)
+        self.stream_body(self._write_batch)
 
     def _write_batch(self, data: bytes) -> None:
         assert self.writer is not None and self.target is not None
@@ -481,9 +508,6 @@ class FileHandler(FilesHandler):
         self._discard()  # the client went away mid-body: nothing of it remains
         super().on_connection_close()
 
-    def on_finish(self) -> None:
-        self._discard()
-
     # -- deleting -----------------------------------------------------------------------------
 
     async def delete(self, path: str) -> None:
@@ -515,7 +539,7 @@ class UploadHandler(FilesHandler):
             self.refuse(error)
             return
         self.upload = MultipartUpload(self.files, base, overwrite, boundary)
-        self.pump = BodyPump(self.ctx.run_blocking, self.upload.feed)
+        self.stream_body(self.upload.feed)
 
     @staticmethod
     def _check_base(base: WorkspacePath) -> None:
@@ -547,8 +571,6 @@ class UploadHandler(FilesHandler):
         self._discard()
         super().on_connection_close()
 
-    def on_finish(self) -> None:
-        self._discard()
 
 
 def _string_field(body: dict[str, Any], name: str) -> str:
