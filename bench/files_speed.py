@@ -6,8 +6,10 @@ turn, ``--rounds`` times with the order alternating (A B, B A, A B, ...), and ta
 median. While one side is measured every other server is stopped (SIGSTOP to its process group,
 SIGCONT after), so an idle peer's timers cannot take CPU from it on a two-core machine. The upload
 row compares a streamed multipart ``POST /api/v1/files/upload`` of ``--upload-size`` bytes with
-``cp`` of a file of the same size on the same file system (the page cache is flushed with ``sync``
-before each), and samples the server's RSS while it runs. Prints the table with the ratios, the goals
+``cp`` of a file of the same size on the same file system (dirty pages flushed with ``sync`` before
+each; cp's source read into the page cache first, as the upload's body is in memory), shows a durable
+copy (the same copy, then ``fsync``: the upload fsyncs before it answers, cp does not) beside them, and
+samples the server's RSS while it runs. Prints the table with the ratios, the goals
 and the 1-minute load average before and after, and writes ``bench/results/files-speed-<ts>.json``.
 Nothing here asserts timings; see bench/README.md.
 """
@@ -226,9 +228,31 @@ def upload_once(port: int, size: int, name: str) -> float:
     return size / MIB / elapsed
 
 
+def cache(path: Path) -> None:
+    """Read ``path`` whole, so that a copy of it reads the page cache, not the disk (this machine's kernel
+    may have evicted it since it was written: a cp that reads the disk measured the disk)."""
+    with path.open("rb") as f:
+        while f.read(8 * MIB):
+            pass
+
+
 def cp_once(source: Path, target: Path, size: int) -> float:
+    cache(source)
     started = time.perf_counter()
     subprocess.run(["cp", str(source), str(target)], check=True)
+    return size / MIB / (time.perf_counter() - started)
+
+
+def durable_copy_once(source: Path, target: Path, size: int) -> float:
+    """cp's copy, then an fsync of the copy (what an upload does before it answers): the disk's share."""
+    cache(source)
+    started = time.perf_counter()
+    subprocess.run(["cp", str(source), str(target)], check=True)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return size / MIB / (time.perf_counter() - started)
 
 
@@ -243,16 +267,17 @@ def measure_upload(servers: dict[str, Server], opts: argparse.Namespace, tmp: Pa
     copy = ws.workspace / "cp-copy.bin"
     with only_running(servers, "wsruntime"):
         upload_once(ws.port, 8 * MIB, "warm.bin")  # imports, thread pool, buffers
-    samples: dict[str, list[float]] = {"wsruntime": [], "cp": []}
+    samples: dict[str, list[float]] = {"wsruntime": [], "cp": [], "cp+fsync": []}
     growth: list[float] = []
     cpu: list[float] = []  # the server's CPU seconds per GiB uploaded
     for round_no in range(opts.rounds):
-        order = ["wsruntime", "cp"] if round_no % 2 == 0 else ["cp", "wsruntime"]
+        order = ["wsruntime", "cp", "cp+fsync"] if round_no % 2 == 0 else ["cp+fsync", "cp", "wsruntime"]
         for side in order:
             subprocess.run(["sync"], check=True)  # every side starts with no dirty pages of the one before
             with only_running(servers, "wsruntime" if side == "wsruntime" else None):
-                if side == "cp":
-                    samples["cp"].append(cp_once(source, copy, size))
+                if side != "wsruntime":
+                    copier = cp_once if side == "cp" else durable_copy_once
+                    samples[side].append(copier(source, copy, size))
                     copy.unlink()
                 else:
                     baseline = psutil.Process(ws.proc.pid).memory_info().rss
@@ -338,6 +363,12 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"{row.name:10} {row.what:46} {ws:10.1f} {peer_cell:>22} {ratio:6.2f}x {goal:>7}  {met:3}  {cpu_cell}"
         )
+        if "cp+fsync" in result["median"]:
+            durable = result["median"]["cp+fsync"]
+            lines.append(
+                f"{'':10} {'  against cp + fsync (a durable copy)':46} {ws:10.1f} {'cp+fsync ' + f'{durable:.1f}':>22} "
+                f"{ws / durable:6.2f}x"
+            )
         if "rss_growth_mib" in result:
             growth = max(result["rss_growth_mib"])
             lines.append(f"{'':10} {'  RSS growth of the upload (MiB, max of rounds)':46} {growth:10.1f}")
