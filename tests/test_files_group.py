@@ -16,6 +16,7 @@ from wsruntime_ext import paths
 from wsruntime_ext.config import parse_config
 from wsruntime_ext.files import group
 from wsruntime_ext.files.group import WriteGroups
+from wsruntime_ext.files.handlers import SMALL_WRITE
 from wsruntime_ext.files.service import FileService, Preconditions
 from wsruntime_ext.paths import file_etag
 from wsruntime_ext.temps import TempRegistry
@@ -145,6 +146,29 @@ async def test_a_failing_write_fails_alone_among_concurrent_ones(api: Api, serve
     assert (await api("GET", f"/api/v1/files/{d}/base.txt")).headers["ETag"] == base
     assert not os.path.exists(disk(server, f"{d}/dir"))
     assert leftovers(disk(server, d)) == []
+
+
+async def test_only_small_bodies_are_grouped(
+    api: Api, server: ServerThread, d: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JSON body over SMALL_WRITE lands on its own, so that no small write waits behind its disk time."""
+    assert server.runtime is not None
+    groups = server.runtime.ctx.write_groups
+    grouped: list[str] = []
+    original = groups.write
+
+    def spy(path: str, data: bytes, preconditions: Preconditions) -> Any:
+        grouped.append(path)
+        return original(path, data, preconditions)
+
+    monkeypatch.setattr(groups, "write", spy)
+    big = "b" * (SMALL_WRITE + 1)
+    r = await api("PUT", f"/api/v1/files/{d}/big.txt?format=json", body={"content": big})
+    assert r.status == 201 and _read(disk(server, f"{d}/big.txt")) == big.encode()
+    r = await api("PUT", f"/api/v1/files/{d}/small.txt?format=json", body={"content": "small"})
+    assert r.status == 201 and _read(disk(server, f"{d}/small.txt")) == b"small"
+    assert (await put(api, f"{d}/raw.txt", b"raw")).status == 201
+    assert grouped == [f"{d}/small.txt", f"{d}/raw.txt"]
 
 
 def _read(path: str) -> bytes | None:
