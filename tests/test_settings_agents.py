@@ -286,6 +286,33 @@ async def test_opencode_reads_every_project_file_and_the_winning_one_is_written(
     assert "// kept: the folder config" in read(ws_of(srv, ".opencode/opencode.jsonc"))
 
 
+async def test_opencode_reads_its_legacy_global_config_json_below_the_others(srv: ServerThread) -> None:
+    """opencode's global layers are config.json (legacy), opencode.json, opencode.jsonc; a new file is opencode.json."""
+    config = os.path.join(srv.config.home_dir, ".config", "opencode")
+    body = {"mcpServers": {"n": REMOTE}}
+    response = await srv.request("PUT", "/api/v1/settings/mcp?agent=opencode&scope=user", body)
+    assert response.status == 200 and response.body["path"] == "~/.config/opencode/opencode.json"
+    assert not os.path.exists(os.path.join(config, "config.json"))
+    os.unlink(os.path.join(config, "opencode.json"))
+    local = {"type": "local", "command": ["python3", "-V"]}
+    write(os.path.join(config, "config.json"), json.dumps({"mcp": {"legacy": local, "both": local}}))
+    shown = (await srv.request("GET", "/api/v1/settings/mcp?agent=opencode&scope=user")).body
+    assert shown["path"] == "~/.config/opencode/config.json" and set(shown["mcpServers"]) == {"legacy", "both"}
+    write(os.path.join(config, "opencode.json"), json.dumps({"mcp": {"both": {"type": "remote", "url": "http://x/"}}}))
+    effective = (await srv.request("GET", "/api/v1/settings/mcp?agent=opencode&scope=effective")).body
+    assert effective["mcpServers"]["legacy"] == {"command": "python3", "args": ["-V"]}
+    assert effective["mcpServers"]["both"]["url"] == "http://x/"  # opencode.json wins over config.json
+    assert [s["path"] for s in effective["sources"]][:2] == [
+        "~/.config/opencode/config.json",
+        "~/.config/opencode/opencode.json",
+    ]
+    # The file that wins is the one written; the legacy file is left as it was.
+    legacy = read(os.path.join(config, "config.json"))
+    response = await srv.request("PUT", "/api/v1/settings/mcp?agent=opencode&scope=user", body)
+    assert response.body["path"] == "~/.config/opencode/opencode.json"
+    assert read(os.path.join(config, "config.json")) == legacy
+
+
 async def test_hooks_in_each_agents_place(srv: ServerThread) -> None:
     hook = {"hooks": [{"type": "command", "command": "echo hi", "timeout": 5}]}
     cases = [

@@ -73,9 +73,12 @@ class AgentFiles:
         return [self._home_location(scope, os.path.join(base, name)) for name in names]
 
     def settings_location(self, profile: AgentProfile, scope: str) -> Location:
-        """The agent's settings file in ``scope``: the first candidate that exists, else the last."""
+        """The agent's settings file in ``scope``: the first candidate that exists, else the one a new file
+        gets (``new_file``, else the last)."""
         candidates = self._candidates(profile, scope)
-        return next((where for where in candidates if os.path.exists(where.file)), candidates[-1])
+        new = profile.new_file.get(scope)
+        index = profile.files[scope].index(new) if new is not None else -1
+        return next((where for where in candidates if os.path.exists(where.file)), candidates[index])
 
     def settings_layers(self, profile: AgentProfile, scope: str) -> list[Location]:
         """Every settings file of ``scope`` the CLI reads, the lowest first (only the written one if none exists)."""

@@ -29,7 +29,8 @@ class AgentProfile:
     format: str  # "toml" or "jsonc"
     config_dir: Callable[[Mapping[str, str], str], str]  # (environment, home) → the directory of the user file
     # scope → the files the CLI reads, the winning one first; the one written is the first that exists (else
-    # the last). Project names are workspace-relative, user names are in config_dir.
+    # the one ``new_file`` names for the scope, else the last). Project names are workspace-relative, user
+    # names are in config_dir.
     files: Mapping[str, tuple[str, ...]]
     mcp_key: str  # the key of the servers object in the settings document
     to_native: Callable[[Server], Server]
@@ -45,6 +46,8 @@ class AgentProfile:
     hooks_trust: str | None = None
     # Qwen also reads the project's .mcp.json (Claude Code's file), below its own project settings.
     reads_mcp_json: bool = False
+    # scope → the file created when none of ``files`` exists, where that is not the last (a legacy name).
+    new_file: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _home_dir(name: str, variable: str | None = None) -> Callable[[Mapping[str, str], str], str]:
@@ -294,11 +297,13 @@ PROFILES: dict[str, AgentProfile] = {
             format="jsonc",
             config_dir=_opencode_dir,
             # opencode reads every one that exists (".json" then ".jsonc" in a folder, the workspace's own
-            # files before its .opencode/ folder), a later one winning; the one written is the one that wins.
+            # files before its .opencode/ folder; the legacy global config.json first of all), a later one
+            # winning; the one written is the one that wins, a new one is opencode.json (as the CLI creates).
             files={
                 "project": (".opencode/opencode.jsonc", ".opencode/opencode.json", "opencode.jsonc", "opencode.json"),
-                "user": ("opencode.jsonc", "opencode.json"),
+                "user": ("opencode.jsonc", "opencode.json", "config.json"),
             },
+            new_file={"user": "opencode.json"},
             mcp_key="mcp",
             to_native=_opencode_to,
             from_native=_opencode_from,
