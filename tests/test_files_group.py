@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
 import uuid
@@ -169,6 +170,23 @@ async def test_only_small_bodies_are_grouped(
     assert r.status == 201 and _read(disk(server, f"{d}/small.txt")) == b"small"
     assert (await put(api, f"{d}/raw.txt", b"raw")).status == 201
     assert grouped == [f"{d}/small.txt", f"{d}/raw.txt"]
+
+
+@pytest.mark.parametrize("step", ["write", "start_writeback"])
+async def test_a_full_disk_is_507_for_a_grouped_write_and_leaves_nothing(
+    api: Api, server: ServerThread, d: str, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    await put(api, f"{d}/kept.txt", b"kept")
+
+    def full(self: paths.AtomicWriter, *args: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(paths.AtomicWriter, step, full)
+    results = await asyncio.gather(put(api, f"{d}/kept.txt", b"new"), put(api, f"{d}/sub/new.txt", b"new"))
+    assert [(r.status, r.error_code) for r in results] == [(507, "insufficient_storage")] * 2
+    monkeypatch.undo()
+    assert _read(disk(server, f"{d}/kept.txt")) == b"kept" and not os.path.exists(disk(server, f"{d}/sub"))
+    assert leftovers(disk(server, d)) == []
 
 
 def _read(path: str) -> bytes | None:

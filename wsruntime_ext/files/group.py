@@ -137,7 +137,10 @@ class WriteGroups:
                 write.wp = files.resolve_write(write.path)
                 write.writer = files.begin_write(write.wp)
                 files.write_chunk(write.writer, write.data, write.wp.rel)
-                write.writer.start_writeback()
+                try:
+                    write.writer.start_writeback()
+                except OSError as exc:  # its flush met a full disk (507), as the commit's would
+                    raise os_error(exc, write.wp.rel, writing=True) from None
             except BaseException as exc:
                 self._fail(write, exc)
         synced: dict[str, list[_Write]] = {}
