@@ -226,6 +226,7 @@ def read_stream(host: str, port: int, path: str) -> tuple[int, int]:
 async def output_runtime(url: str, server: psutil.Process, mib: int, clients: int, top: float) -> None:
     http = tornado.httpclient.AsyncHTTPClient()
     baseline = server.memory_info().rss
+    cpu_before = server.cpu_times()
     sampler = PeakRss(server.pid).__enter__()  # sampled in a thread (tests/memory.py) while the clients read
     started = time.perf_counter()
     r = await http.fetch(f"{url}/api/v1/processes", method="POST", body=json.dumps({"shell": output_command(mib)}))
@@ -240,6 +241,7 @@ async def output_runtime(url: str, server: psutil.Process, mib: int, clients: in
 
     results = await asyncio.gather(*(loop.run_in_executor(pool, client) for _ in range(clients)))
     pool.shutdown()
+    cpu_after = server.cpu_times()
     sampler.__exit__()
     peak = max(sampler.peak, baseline)
     r = await http.fetch(f"{url}/api/v1/processes/{proc['id']}")
@@ -253,6 +255,9 @@ async def output_runtime(url: str, server: psutil.Process, mib: int, clients: in
     print(f"  ratio: {mib / slowest / top:.2f}x the raw pipe for the slowest client (goal >= 0.5x)")
     print(f"  process: {final['status']} exit {final['exit_code']}, output_bytes {final['output_bytes'] / MIB:.0f} MiB")
     print(f"  runtime RSS {baseline / MIB:.1f} MiB before, peak {peak / MIB:.1f} MiB (+{(peak - baseline) / MIB:.1f})")
+    # the runtime's own, not its child's
+    used = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    print(f"  runtime CPU {used / (mib / 1024):.2f} s a GiB of output (user + system, all its threads)")
 
 
 async def main(keys: int, mib: int, clients: int, extra: list[str]) -> None:
