@@ -67,8 +67,8 @@ class WriteGroups:
         self.files = files
         self._queue: deque[_Write] = deque()
         self._wake = threading.Condition()
-        self._threads: list[threading.Thread] = []
-        self._running = 0  # threads not yet finished
+        self._running = 0  # writer threads started and not yet finished (they start at the first write)
+        self._started = False
         self._closed = False
         self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
 
@@ -82,12 +82,11 @@ class WriteGroups:
             if self._closed:
                 raise RuntimeError("the runtime is shutting down")
             self._queue.append(_Write(path, data, preconditions, loop, future))
-            if not self._threads:  # started at the first write
+            if not self._started:
+                self._started = True
                 for i in range(WRITERS):
-                    thread = threading.Thread(target=self._run, name=f"wsruntime-writes-{i}", daemon=True)
-                    self._threads.append(thread)
                     self._running += 1
-                    thread.start()
+                    threading.Thread(target=self._run, name=f"wsruntime-writes-{i}", daemon=True).start()
             self._wake.notify()
         return future
 
@@ -120,9 +119,7 @@ class WriteGroups:
                 except BaseException as exc:  # a bug: every write of the group fails with it, the thread goes on
                     log.exception("a group of writes failed")
                     for write in group:
-                        if write.writer is not None and not write.writer._done:
-                            write.writer.abort()
-                        write.error = write.error or exc
+                        self._fail(write, write.error or exc)
                 self._answer(group)
         finally:
             with self._wake:
