@@ -205,6 +205,32 @@ def test_open_edit_save_and_see_it_on_disk(ui: Page, console: ServerThread) -> N
         assert f.read() == "first line\ntyped in the browser"
 
 
+def _luminance(css_color: str) -> float:
+    """Relative luminance (0 black .. 1 white) of a computed ``rgb(r, g, b)`` colour."""
+    r, g, b = (int(part) / 255 for part in re.findall(r"\d+", css_color)[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_the_editor_highlights_code_in_dark_colours(ui: Page, console: ServerThread) -> None:
+    # The console is dark: the editor's background and its syntax colours must be made for that (CodeMirror's
+    # default highlight style is for a light background: its keywords were dark purple on near black).
+    with open(os.path.join(console.workspace, "colours.py"), "w", encoding="utf-8") as f:
+        f.write("def greet(name):\n    return 'hello ' + name\n")
+    page = ui.open("files")
+    page.click("#file-tree button[data-path='colours.py']", timeout=WAIT_MS)
+    page.wait_for_selector("#editor .cm-line span:text-is('def')")
+    colours = page.evaluate(
+        """() => {
+            const keyword = [...document.querySelectorAll('#editor .cm-line span')].find(s => s.textContent === 'def');
+            const editor = document.querySelector('#editor .cm-editor');
+            return [getComputedStyle(keyword).color, getComputedStyle(editor).backgroundColor];
+        }"""
+    )
+    keyword, background = colours
+    assert _luminance(background) < 0.2, colours
+    assert _luminance(keyword) > 0.3, f"a keyword must stand out on the dark background: {colours}"
+
+
 def test_a_conflict_is_shown_and_resolved_both_ways(ui: Page, console: ServerThread) -> None:
     path = os.path.join(console.workspace, "shared.txt")
     with open(path, "w", encoding="utf-8") as f:

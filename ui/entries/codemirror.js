@@ -8,3 +8,4 @@ export { indentWithTab } from "@codemirror/commands";
 export { javascript } from "@codemirror/lang-javascript";
 export { python } from "@codemirror/lang-python";
 export { json } from "@codemirror/lang-json";
+export { oneDark } from "@codemirror/theme-one-dark";

@@ -42,6 +42,7 @@ export async function createEditor(parent, path, text, handlers) {
         ]),
         ...language(path, cm),
         cm.EditorView.updateListener.of((/** @type {any} */ update) => update.docChanged && handlers.onChange()),
+        cm.oneDark, // syntax colours for a dark background (the defaults are for a light one)
         cm.EditorView.theme({ "&": { height: "100%", backgroundColor: "#1b1c20", color: "#dcdfe4" },
           ".cm-gutters": { backgroundColor: "#202226", color: "#6b7078", border: "none" },
           ".cm-content": { caretColor: "#fff" }, "&.cm-focused .cm-cursor": { borderLeftColor: "#fff" },
