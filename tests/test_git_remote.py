@@ -135,6 +135,20 @@ async def test_resolving_a_pull_conflict_through_the_api(server: ServerThread, r
     # A partial commit is not possible in the middle of a merge.
     r = await vc(server, "POST", "commit", {"message": "m", "files": ["README.md"]})
     assert (r.status, r.error_code) == (409, "merge_in_progress"), r.body
+    # Nor a commit, nor a switch of branches, while a path is still conflicted: 409 with the paths, not a 502.
+    head = git(ws, "rev-parse", "HEAD").strip()
+    git(ws, "branch", "elsewhere", "HEAD~1")
+    for op, body in (
+        ("commit", {"message": "too early"}),
+        ("checkout", {"branch": "elsewhere"}),
+        ("checkout", {"branch": "fresh", "create": True}),
+    ):
+        r = await vc(server, "POST", op, body)
+        assert (r.status, r.error_code) == (409, "merge_conflict"), (op, r.body)
+        details = r.body["error"]["details"]
+        assert details["paths"] == [CONFLICTED] and details["operation"] == "merge", r.body
+    assert git(ws, "rev-parse", "HEAD").strip() == head and git(ws, "branch", "--show-current").strip() == "main"
+    assert "fresh" not in git(ws, "branch", "--list", "fresh")
     write(ws, CONFLICTED, "both\n")
     assert (await vc(server, "POST", "stage", {"paths": [CONFLICTED]})).status == 200
     r = await vc(server, "POST", "commit", {"message": "Merge theirs"})

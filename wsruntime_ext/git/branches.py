@@ -109,6 +109,11 @@ class BranchOps(GitCore):
                         branch=branch,
                         **await self.overwritten_paths(repo, target, text),
                     )
+                conflict = await self.unresolved_conflicts(
+                    repo, "The {operation} has unresolved conflicts: resolve and commit, or abort, before switching"
+                )
+                if conflict is not None:
+                    raise conflict
                 raise classify(done, "checkout")
             commit = await self.head_commit()
             upstream = await self.upstream(branch)

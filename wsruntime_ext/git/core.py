@@ -307,6 +307,23 @@ class GitCore:
             result["outside_workspace"] = outside
         return result
 
+    async def unresolved_conflicts(self, repo: Repository, message: str, **details: Any) -> ApiError | None:
+        """409 ``merge_conflict`` (``paths``, ``operation``) when the index still has conflicted entries, else None:
+        what a merge, rebase or cherry-pick stopped on must be resolved (or aborted) before git goes on."""
+        st = await self.raw_status()
+        conflicted = [e.path for e in st.entries if e.kind == "unmerged"]
+        if not conflicted:
+            return None
+        operation = repo.in_progress() or "merge"
+        return ApiError(
+            409,
+            "merge_conflict",
+            message.format(operation=operation),
+            operation=operation,
+            **details,
+            **self.split_paths(repo, conflicted),
+        )
+
     def missing_paths(self, rels: Sequence[str]) -> list[str]:
         """The workspace paths that do not exist on disk (a few stats: cheap enough for the IOLoop)."""
         return [r for r in rels if not os.path.lexists(os.path.join(self.workspace, r))]

@@ -149,19 +149,13 @@ class RemoteOps(GitCore):
         }
 
     async def _pull_failure(self, repo: Repository, done: Completed, output: str, remote: str, ref: str) -> ApiError:
-        st = await self.raw_status()
-        conflicted = [e.path for e in st.entries if e.kind == "unmerged"]
-        if conflicted:
-            operation = repo.in_progress() or "merge"
+        conflict = await self.unresolved_conflicts(
+            repo, "The {operation} stopped on conflicts: resolve them and commit, or abort", output=output
+        )
+        if conflict is not None:
             self.publish("git_changed", {"operation": "pull", "conflict": True})
-            return ApiError(
-                409,
-                "merge_conflict",
-                f"The {operation} stopped on conflicts: resolve them and commit, or abort",
-                operation=operation,
-                output=output,
-                **self.split_paths(repo, conflicted),
-            )
+            return conflict
+        st = await self.raw_status()
         text = decode(done.stderr + done.stdout)
         if OVERWRITTEN.search(text):
             return ApiError(

@@ -497,7 +497,8 @@ paths: dict[str, Any] = {
             "Commit",
             "Commits what is staged; with `files` exactly those paths; with `all` every tracked change inside "
             "the workspace. 400 `empty_message`; 409 `nothing_to_commit`, `no_commits` (amend with no commit), "
-            "`merge_in_progress` (files during a merge), `path_ignored`, `path_in_nested_repository`, `hook_failed` "
+            "`merge_in_progress` (files during a merge), `merge_conflict` (details: `paths` still conflicted, "
+            "`operation`), `path_ignored`, `path_in_nested_repository`, `hook_failed` "
             "(a pre-commit or commit-msg hook said no; details carry its output); 422 `git_identity_missing` "
             "before anything is staged. The repository's hooks run (up to 300 s).",
             responses("201", "The new commit", "GitCommitResult", 422),
@@ -601,7 +602,8 @@ paths: dict[str, Any] = {
             "Check out a branch",
             "Switches to a branch; a branch only a remote has becomes a local branch tracking it; with `create` "
             "a new branch (at `start_point`). 409 `branch_exists`, `checkout_conflict` (details: `paths` of "
-            "the local changes it would overwrite), `ambiguous_branch`; 404 `branch_not_found`, `ref_not_found`.",
+            "the local changes it would overwrite), `merge_conflict` (details: `paths` still conflicted, `operation`: "
+            "resolve or abort first), `ambiguous_branch`; 404 `branch_not_found`, `ref_not_found`.",
             responses("200", "The branch now checked out", "GitCheckoutResult"),
             body="GitCheckoutRequest",
         )

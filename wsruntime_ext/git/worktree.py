@@ -182,6 +182,11 @@ class WorkTreeOps(GitCore):
                         "merge_in_progress",
                         "A merge is in progress: commit everything (leave files out) or abort it",
                     )
+                conflict = await self.unresolved_conflicts(
+                    repo, "The {operation} has unresolved conflicts: resolve and stage them before committing, or abort"
+                )
+                if conflict is not None:
+                    raise conflict
                 error = classify(done, "commit")
                 if error.code == "git_failed" and await self._commit_hook_present():
                     raise ApiError(

@@ -789,7 +789,7 @@ export interface paths {
         put?: never;
         /**
          * Check out a branch
-         * @description Switches to a branch; a branch only a remote has becomes a local branch tracking it; with `create` a new branch (at `start_point`). 409 `branch_exists`, `checkout_conflict` (details: `paths` of the local changes it would overwrite), `ambiguous_branch`; 404 `branch_not_found`, `ref_not_found`.
+         * @description Switches to a branch; a branch only a remote has becomes a local branch tracking it; with `create` a new branch (at `start_point`). 409 `branch_exists`, `checkout_conflict` (details: `paths` of the local changes it would overwrite), `merge_conflict` (details: `paths` still conflicted, `operation`: resolve or abort first), `ambiguous_branch`; 404 `branch_not_found`, `ref_not_found`.
          *
          *     The repository is the one git finds from the workspace directory: the workspace may be the repository's top or a sub-folder of it. Paths in requests and answers are workspace-relative; changes outside a sub-folder workspace are left out (see `staged_outside_workspace` in status). Nested repositories inside the workspace are reported as such (`nested_repo`), never descended into.
          */
@@ -811,7 +811,7 @@ export interface paths {
         put?: never;
         /**
          * Commit
-         * @description Commits what is staged; with `files` exactly those paths; with `all` every tracked change inside the workspace. 400 `empty_message`; 409 `nothing_to_commit`, `no_commits` (amend with no commit), `merge_in_progress` (files during a merge), `path_ignored`, `path_in_nested_repository`, `hook_failed` (a pre-commit or commit-msg hook said no; details carry its output); 422 `git_identity_missing` before anything is staged. The repository's hooks run (up to 300 s).
+         * @description Commits what is staged; with `files` exactly those paths; with `all` every tracked change inside the workspace. 400 `empty_message`; 409 `nothing_to_commit`, `no_commits` (amend with no commit), `merge_in_progress` (files during a merge), `merge_conflict` (details: `paths` still conflicted, `operation`), `path_ignored`, `path_in_nested_repository`, `hook_failed` (a pre-commit or commit-msg hook said no; details carry its output); 422 `git_identity_missing` before anything is staged. The repository's hooks run (up to 300 s).
          *
          *     The repository is the one git finds from the workspace directory: the workspace may be the repository's top or a sub-folder of it. Paths in requests and answers are workspace-relative; changes outside a sub-folder workspace are left out (see `staged_outside_workspace` in status). Nested repositories inside the workspace are reported as such (`nested_repo`), never descended into.
          */
