@@ -129,11 +129,24 @@ async def test_malformed_json_and_wrong_types(servers: ServerPool) -> None:
         (b"", "invalid_body"),
         (b"\xff", "invalid_json"),
         (b"null", "invalid_body"),
+        # What Python's json takes but no other JSON reader does, or what has no UTF-8 form: refused up front.
+        (b'{"a": NaN}', "invalid_json"),
+        (b'{"a": [Infinity]}', "invalid_json"),
+        (b'{"a": -Infinity}', "invalid_json"),
+        (b'{"a": 1e400}', "invalid_json"),
+        (b'{"a": "\\ud800"}', "invalid_json"),
+        (b'{"\\uDFFF": 1}', "invalid_json"),
+        (b'{"a": [{"b": "x\\udbff"}]}', "invalid_json"),
     ]
     for raw, code in cases:
         r = await server.request("POST", "/test/echo", raw=raw, headers={"Content-Type": "application/json"})
         assert r.status == 400, raw
         assert r.error_code == code, raw
+    # A surrogate pair is one character; an escaped backslash before "ud800" is plain text; big finite numbers pass.
+    raw = b'{"a": "\\ud83d\\ude00", "b": "\\\\ud800", "c": 1.5e300, "d": -0.0}'
+    r = await server.request("POST", "/test/echo", raw=raw, headers={"Content-Type": "application/json"})
+    assert r.status == 200, r.raw
+    assert r.body["echo"] == {"a": "\U0001f600", "b": "\\ud800", "c": 1.5e300, "d": -0.0}
     r = await server.request("GET", "/test/echo?limit=abc")
     assert r.status == 400 and r.error_code == "invalid_parameter"
     assert r.body["error"]["details"] == {"parameter": "limit"}

@@ -152,6 +152,25 @@ async def test_echo_round_trip_through_a_pty(psrv: ServerThread, home: str) -> N
     assert done["exit_code"] == 5 and done["pid"] is None and done["output_bytes"] == len(client.data)
 
 
+async def test_bad_text_frames_get_an_error_reply_and_the_socket_goes_on(psrv: ServerThread) -> None:
+    proc = await terminal(psrv)
+    client = await attach(psrv, proc["id"])
+    for raw, code in (
+        ("not json", "invalid_json"),
+        ('{"type": "input", "data": "\\ud800"}', "invalid_json"),  # a lone surrogate: no UTF-8 form to write
+        ('{"type": "resize", "cols": NaN, "rows": 10}', "invalid_json"),
+        ('{"type": "dance"}', "unknown_frame"),
+    ):
+        client.ws.write_message(raw)
+        while not any(f.get("type") == "reply" for f in client.frames):
+            assert await client.read_one()
+        reply = client.frames.pop()
+        assert reply["ok"] is False and reply["error"]["code"] == code, (raw, reply)
+    client.send({"type": "input", "data": "echo still-$((2*21))\r"})
+    await client.until(b"still-42")
+    assert (await psrv.request("DELETE", f"/api/v1/processes/{proc['id']}")).status == 200
+
+
 async def test_resize_changes_stty_size_and_sends_sigwinch(psrv: ServerThread) -> None:
     proc = await terminal(psrv, 80, 24)
     client = await attach(psrv, proc["id"])

@@ -310,8 +310,15 @@ async def test_bad_bodies_name_the_first_problem_and_write_nothing(srv: ServerTh
     r = await put(srv, f"/api/v1/settings?scope={scope}", {"scope": other, "settings": {}})
     assert r.body["error"]["details"] == {"path": "$.scope", "scope": scope}
     # A body that is not JSON at all stays invalid_json; an unknown ?scope= is a query parameter, not the body.
+    # So are bodies Python's json would take but no other JSON reader (the real CLI included) reads back:
+    # NaN, Infinity, a number out of range, and a lone surrogate, which has no UTF-8 form at all.
+    not_json = [b'{"hooks": ', b'{"x": NaN}', b'{"x": -Infinity}', b'{"x": 1e400}', b'{"x": "\\ud800"}']
     for path in PARTS:
-        r = await srv.request("PUT", f"{path}?scope={scope}", raw=b'{"hooks": ', headers={"Content-Type": "x"})
+        for raw in not_json:
+            r = await srv.request("PUT", f"{path}?scope={scope}", raw=raw, headers={"Content-Type": "x"})
+            assert r.status == 400 and r.error_code == "invalid_json", (raw, r.raw)
+        body = {PARTS[path]: {"n": {"command": "x", "foo": float("nan")}}}  # what the audit sent (mcp)
+        r = await srv.request("PATCH", "/api/v1/settings/mcp?agent=all&scope=user", raw=json.dumps(body).encode())
         assert r.status == 400 and r.error_code == "invalid_json", r.raw
     for method in ("GET", "PUT"):
         r = await srv.request(method, "/api/v1/settings/hooks?scope=global", {"hooks": {}} if method == "PUT" else None)

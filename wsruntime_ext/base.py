@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import re
 from asyncio import Future
 from collections.abc import Awaitable
@@ -71,6 +72,57 @@ class ApiError(tornado.web.HTTPError):
         self.code = code
         self.message = message
         self.details = details
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the start of a JSON escape of a UTF-16 surrogate
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _not_a_json_value(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):  # a literal like 1e400: it would be written back as Infinity
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def loads_client_json(data: str | bytes | bytearray) -> Any:
+    """``json.loads`` for what a client sends (bodies, WebSocket frames); ValueError saying what is wrong.
+
+    Stricter than Python's: NaN, Infinity and numbers out of a double's range are refused (they are not
+    JSON, and what the runtime stores — settings, MCP servers — must stay readable by every JSON
+    reader), and so are strings with a lone surrogate (a ``\\ud800`` escape without its pair), which
+    cannot be written as UTF-8. The common body has no surrogate escape at all: only then is the value walked.
+    """
+    value = json.loads(data, parse_constant=_not_a_json_value, parse_float=_finite)
+    pattern = _SURROGATE_ESCAPE if isinstance(data, str) else _SURROGATE_ESCAPE_BYTES
+    if pattern.search(data):  # type: ignore[arg-type]
+        _check_unicode(value)
+    return value
+
+
+def _check_unicode(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            texts: Any = item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        elif isinstance(item, str):
+            texts = (item,)
+        else:
+            continue
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a string holds a lone surrogate (\\ud800-\\udfff without its pair)") from None
 
 
 def redact(uri: str) -> str:
@@ -360,7 +412,7 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
         if not self._body.strip():
             raise ApiError(400, "invalid_body", "A JSON object body is required")
         try:
-            value = json.loads(self._body)
+            value = loads_client_json(self._body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "invalid_json", f"Body is not valid JSON: {exc}") from None
         except RecursionError:

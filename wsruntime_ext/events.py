@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import re
 import time
 from collections.abc import Awaitable
@@ -41,7 +40,7 @@ import tornado.ioloop
 import tornado.iostream
 import tornado.websocket
 
-from wsruntime_ext.base import ApiError, log
+from wsruntime_ext.base import ApiError, loads_client_json, log
 from wsruntime_ext.hub import TOPICS, Subscription, SubscriptionClosed
 from wsruntime_ext.openapi import query_param, route, websocket_operation
 from wsruntime_ext.stats import SystemStats
@@ -265,7 +264,7 @@ class EventsSocket(ApiWebSocket):
         if isinstance(message, bytes):
             return _error("invalid_message", "Messages are JSON text frames, not binary")
         try:
-            data = json.loads(message)
+            data = loads_client_json(message)
         except ValueError as exc:
             return _error("invalid_json", f"The message is not valid JSON: {exc}")
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):

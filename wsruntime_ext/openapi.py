@@ -198,7 +198,9 @@ def build_document(modules: Iterable[Any], open_paths: Iterable[str]) -> dict[st
             "agent sessions, OpenSpec, Claude Code settings, scripts and live events. "
             'Errors always have the shape `{"error": {"code", "message", "details"}}`. '
             "Query parameters are given at most once and never empty (but `path`, where `path=` is the "
-            "workspace root): a repeated, empty or non-UTF-8 one → 400 `invalid_parameter`.",
+            "workspace root): a repeated, empty or non-UTF-8 one → 400 `invalid_parameter`. "
+            "JSON bodies and WebSocket text frames are strict JSON: `NaN`, `Infinity`, a number out of a double's "
+            "range or a string with a lone surrogate (`\\ud800`) → 400 `invalid_json`.",
         },
         "servers": [{"url": "/"}],
         "tags": tags,

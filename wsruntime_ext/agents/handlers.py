@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import os
 from typing import Any
 
@@ -14,7 +13,7 @@ import tornado.websocket
 from wsruntime_ext.agents.adapter import OPTION_FIELDS, AgentAdapter, SessionOptions
 from wsruntime_ext.agents.service import STATUSES, public
 from wsruntime_ext.agents.session import AgentSession
-from wsruntime_ext.base import ApiError, ApiHandler
+from wsruntime_ext.base import ApiError, ApiHandler, loads_client_json
 from wsruntime_ext.paths import resolve_in_workspace
 from wsruntime_ext.websocket import ApiWebSocket
 
@@ -306,7 +305,7 @@ class AgentStreamSocket(ApiWebSocket):
 
     async def on_message(self, message: str | bytes) -> None:
         try:
-            frame = json.loads(message)
+            frame = loads_client_json(message)
         except (ValueError, UnicodeDecodeError):
             frame = None
         if not isinstance(frame, dict):

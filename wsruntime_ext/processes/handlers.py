@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import math
 from typing import Any
 
-from wsruntime_ext.base import ApiError, ApiHandler
+from wsruntime_ext.base import ApiError, ApiHandler, loads_client_json
 from wsruntime_ext.processes.service import SIGNALS, STATUSES, ProcessRequest, ProcessService
 from wsruntime_ext.processes.stream import STREAM_BATCH, RunOutputSocket
 
@@ -249,7 +248,7 @@ class ProcessStreamSocket(RunOutputSocket):
                 await service.write_input(self.run, message)
                 return
             try:
-                frame = json.loads(message)
+                frame = loads_client_json(message)
             except ValueError:
                 raise ApiError(400, "invalid_json", "A text frame must be a JSON object") from None
             kind = frame.get("type") if isinstance(frame, dict) else None
