@@ -96,6 +96,9 @@ async def test_bad_messages_get_an_error_event_and_the_socket_stays(server: Serv
     try:
         cases: list[tuple[str | bytes, str]] = [
             ("not json", "invalid_json"),
+            ('{"type": "subscribe", "topics": ["\\ud800"]}', "invalid_json"),  # a lone surrogate
+            ('{"type": "ping", "n": NaN}', "invalid_json"),
+            ("[" * 100_000 + "]" * 100_000, "invalid_json"),  # deeper than the parser goes
             ("[1, 2]", "invalid_message"),
             ('{"type": 5}', "invalid_message"),
             ('{"no": "type"}', "invalid_message"),

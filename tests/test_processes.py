@@ -159,6 +159,7 @@ async def test_bad_text_frames_get_an_error_reply_and_the_socket_goes_on(psrv: S
         ("not json", "invalid_json"),
         ('{"type": "input", "data": "\\ud800"}', "invalid_json"),  # a lone surrogate: no UTF-8 form to write
         ('{"type": "resize", "cols": NaN, "rows": 10}', "invalid_json"),
+        ("[" * 100_000 + "]" * 100_000, "invalid_json"),  # deeper than the parser goes: an answer, not a dropped socket
         ('{"type": "dance"}', "unknown_frame"),
     ):
         client.ws.write_message(raw)

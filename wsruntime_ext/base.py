@@ -95,9 +95,13 @@ def loads_client_json(data: str | bytes | bytearray) -> Any:
     Stricter than Python's: NaN, Infinity and numbers out of a double's range are refused (they are not
     JSON, and what the runtime stores — settings, MCP servers — must stay readable by every JSON
     reader), and so are strings with a lone surrogate (a ``\\ud800`` escape without its pair), which
-    cannot be written as UTF-8. The common body has no surrogate escape at all: only then is the value walked.
+    cannot be written as UTF-8; nesting too deep for the parser is a ValueError too. The common body has no
+    surrogate escape at all: only then is the value walked.
     """
-    value = json.loads(data, parse_constant=_not_a_json_value, parse_float=_finite)
+    try:
+        value = json.loads(data, parse_constant=_not_a_json_value, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     pattern = _SURROGATE_ESCAPE if isinstance(data, str) else _SURROGATE_ESCAPE_BYTES
     if pattern.search(data):  # type: ignore[arg-type]
         _check_unicode(value)
@@ -415,8 +419,6 @@ class ApiHandler(JsonErrorsMixin, tornado.web.RequestHandler):
             value = loads_client_json(self._body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "invalid_json", f"Body is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise ApiError(400, "invalid_json", "Body is not usable JSON: nested too deeply") from None
         if not isinstance(value, dict):
             raise ApiError(400, "invalid_body", "The JSON body must be an object")
         return value
