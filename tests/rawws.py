@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 import time
+from typing import Callable
 
 PING, PONG, CLOSE, TEXT = 0x9, 0xA, 0x8, 0x1
 
@@ -91,8 +92,15 @@ class RawWebSocket:
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.sock.sendall(header + mask + masked)
 
-    def read_until_close(self, answer_pings: bool = True, pause: float = 0.0, recv_size: int = 1 << 16) -> list[bytes]:
-        """Read every text frame until the close frame (or the end); pings answered unless told not to."""
+    def read_until_close(
+        self,
+        answer_pings: bool = True,
+        pause: float = 0.0,
+        recv_size: int = 1 << 16,
+        until: Callable[[bytes], bool] | None = None,
+    ) -> list[bytes]:
+        """Read every text frame until the close frame (or the end, or a text frame ``until`` says yes to);
+        pings answered unless told not to."""
         texts: list[bytes] = []
         while True:
             frame = self.read_frame(recv_size)
@@ -101,6 +109,8 @@ class RawWebSocket:
             opcode, payload = frame
             if opcode == TEXT:
                 texts.append(payload)
+                if until is not None and until(payload):
+                    return texts
                 if pause:
                     time.sleep(pause)
             elif opcode == PING and answer_pings:

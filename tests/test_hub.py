@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from wsruntime_ext.hub import EventHub, Subscription, SubscriptionClosed
+from wsruntime_ext.hub import EventHub, SubscriptionClosed
 
 
 async def test_every_event_gets_the_next_seq_and_its_type() -> None:
@@ -40,22 +40,38 @@ async def test_topics_narrow_and_resync_always_arrives() -> None:
     hub.publish("nope")
 
 
-async def test_a_subscriber_that_falls_behind_is_cut_off_alone() -> None:
+async def test_a_subscriber_that_falls_behind_gets_a_resync_alone_and_goes_on() -> None:
     hub = EventHub(queue_size=10)
-    overflowed: list[Subscription] = []
-    slow = hub.subscribe(on_overflow=overflowed.append)
+    slow = hub.subscribe()
     fast = hub.subscribe()
     received = []
     for i in range(25):
         hub.publish("git_changed", {"i": i})
         received += [e.data["i"] for e in fast.get_nowait(100)]
     assert received == list(range(25))  # the fast one got every event
-    assert slow.overflowed and slow.closed and len(slow) == 0
-    await asyncio.sleep(0)  # the callback runs after publish() returned
-    assert overflowed == [slow]
-    assert hub.stats()["overflows"] == 1 and hub.subscriber_count() == 1
-    with pytest.raises(SubscriptionClosed):
-        await slow.get()
+    # The slow one: its full queue gave way to a resync twice (at the 11th and the 21st event), never more than
+    # queue_size held; what it gets now is the last resync (it covers everything up to seq 21), then the rest.
+    assert not slow.closed and len(slow) <= 10
+    events = slow.get_nowait(100)
+    assert events[0].data == {"type": "resync", "reason": "overflow", "seq": 21}
+    assert [e.data["i"] for e in events[1:]] == [21, 22, 23, 24]
+    assert hub.stats()["overflows"] == 2 and slow.overflows == 2 and hub.subscriber_count() == 2
+    assert hub.stats()["undelivered"] == 11 + 10  # events 0-10, then 11-20: never sent (the resyncs cover them)
+    hub.publish("git_changed", {"i": 25})
+    assert [e.data["i"] for e in slow.get_nowait(10)] == [25]  # and it reads on
+
+
+async def test_a_replay_larger_than_the_queue_is_a_resync_alone() -> None:
+    hub = EventHub(queue_size=10, history=100)
+    for i in range(30):
+        hub.publish("git_changed", {"i": i})
+    late = hub.subscribe(after=5)  # 25 events to replay: more than its queue holds
+    assert [e.data for e in late.get_nowait(100)] == [{"type": "resync", "reason": "overflow", "seq": 30}]
+    assert hub.stats()["overflows"] == 1
+    hub.publish("git_changed", {"i": 30})
+    assert [e.data["i"] for e in late.get_nowait(10)] == [30]
+    fits = hub.subscribe(after=22)  # 8 events: replayed as they are
+    assert [e.seq for e in fits.get_nowait(100)] == list(range(23, 32))
 
 
 async def test_get_waits_and_close_wakes_the_reader() -> None:

@@ -8,8 +8,9 @@ and whatever other modules publish through the hub (``agent_session``,
 resumes after a reconnect with ``?after=<last seq>``, and gets an ``error``
 event — never a dropped connection — for a message it got wrong.
 
-Slow clients never slow the others, and every way of falling behind ends the
-same way, with 1013 (reconnect with ``?after=``), counted in ``/health``. The
+Slow clients never slow the others. One that falls behind is told to reload
+(``resync``) and goes on; one that stops reading is closed with 1013
+(reconnect with ``?after=``); both counted in ``/health``. The
 socket knows what a client has read, not just what the kernel took: every
 few hundred events (and every second while events flow, every 20 s on a
 quiet stream) it sends a WebSocket ping, and the client's pong confirms
@@ -18,10 +19,11 @@ reads). At most ``WINDOW`` events (``WINDOW_BYTES``) are out unconfirmed —
 enough for a checkout-sized burst to a client that reads — so the kernel's
 buffers never hide an unbounded backlog and a ping is never stuck behind
 more than a megabyte; beyond that events wait in the client's queue. A
-client whose queue fills (4,096 events) is closed with 1013 (``overflows``);
+client whose queue fills (4,096 events) has what is queued replaced by one
+``resync`` (``overflows``; hub.py) — it reloads what it shows and reads on;
 one that answers no ping for ``PROBE_TIMEOUT_S`` — it stopped reading, or
-its network is gone — is closed with 1013 too (``stalls``); the events they
-were never sent are counted (``undelivered``). Tornado's own ping timeout,
+its network is gone — is closed with 1013 (``stalls``); the events neither
+was sent are counted (``undelivered``). Tornado's own ping timeout,
 which closed such clients without a code, is not used here; and a client cut
 off is given time to read up to its close frame as long as it answers the
 pings sent before it.
@@ -131,7 +133,7 @@ class EventsSocket(ApiWebSocket):
     def open(self, *args: Any, **kwargs: Any) -> Awaitable[None] | None:
         super().open(*args, **kwargs)
         hub = self.ctx.hub
-        self.subscription = hub.subscribe(self.topics, after=self.after, on_overflow=self._fell_behind)
+        self.subscription = hub.subscribe(self.topics, after=self.after)
         self.probe_every = WINDOW // 4
         self._closing: Any = None  # the connection, once cut off with 1013 (see _cut_off)
         # Pings awaiting their pong: (number, events written and their size before it, when it went out).
@@ -226,9 +228,6 @@ class EventsSocket(ApiWebSocket):
         if self.subscription is not None:
             self.subscription.stall()
         self._cut_off(f"not reading: no answer to a ping for {PROBE_TIMEOUT_S:.0f} s; reconnect")
-
-    def _fell_behind(self, subscription: Subscription) -> None:
-        self._cut_off(f"too slow: more than {subscription.queue_size} events behind; reconnect")
 
     def _cut_off(self, reason: str) -> None:
         """Close with 1013 and keep the connection while the client reads its way to the close frame.
@@ -343,10 +342,12 @@ openapi = {
                 'Send `{"type": "subscribe", "topics": ["file_changed", ...]}` to narrow the stream '
                 '(answered with `subscribed`), `{"type": "ping"}` for a `pong`; anything else is '
                 "answered with an `error` event. The server pings every 1024 events and every 20 s, and sends at "
-                "most 4096 events (1 MiB) that no pong confirmed; a client whose queue of 4096 events fills, "
-                "or that answers no ping for 20 s, is closed with code 1013 (counted in `/health` `events`); "
-                "reconnect with `?after=<last seq seen>` to get what it missed "
-                "(or a `resync` when that is no longer kept). See the `*Event` schemas.",
+                "most 4096 events (1 MiB) that no pong confirmed. A client whose queue of 4096 events fills "
+                'gets `{"type": "resync", "reason": "overflow"}` in place of what was queued (reload what you '
+                "show) and goes on; one that answers no ping for 20 s is closed with code 1013 (both counted in "
+                "`/health` `events`): reconnect with `?after=<last seq seen>` to get what it missed "
+                "(or a `resync` when that is no longer kept, or is more than the queue holds). "
+                "See the `*Event` schemas.",
                 ["events"],
                 [
                     query_param(
@@ -358,7 +359,8 @@ openapi = {
                         "after",
                         {"type": "integer", "minimum": 0},
                         "resume after this seq: the kept events since then come first, or a `resync` when "
-                        "they are no longer kept (or the seq is from an earlier run)",
+                        "they are no longer kept (or the seq is from an earlier run), or instead of them when "
+                        "they are more than the client's queue of 4096 holds",
                     ),
                 ],
             )
@@ -396,7 +398,9 @@ openapi = {
         "ResyncEvent": {
             "type": "object",
             "required": ["type", "seq"],
-            "description": "Events were lost: reload what you show. Sent whatever the topics.",
+            "description": "Events were lost: reload what you show. Sent whatever the topics. `overflow`: "
+            "this client fell 4096 events behind (or asked to replay more than that); `history`: what it asked "
+            "to replay is no longer kept; the others come from the file watcher.",
             "properties": {
                 "type": {"const": "resync"},
                 "reason": {"enum": ["overflow", "watch_limit", "too_many_changes", "workspace_gone", "history"]},

@@ -230,8 +230,8 @@ openapi = {
                 "events": {
                     "type": "object",
                     "description": "`WS /api/v1/ws` (authorised callers only): clients listening, the last seq, "
-                    "clients closed with 1013 for a full queue of 4096 events (`overflows`) or for answering no "
-                    "ping for 20 s (`stalls`), and the events those clients were never sent (`undelivered`)",
+                    "queues of 4096 events that filled and gave way to a `resync` (`overflows`), clients closed "
+                    "with 1013 for answering no ping for 20 s (`stalls`), and the events never sent (`undelivered`)",
                     "properties": {
                         "subscribers": {"type": "integer", "minimum": 0},
                         "last_seq": {"type": "integer", "minimum": 0},

@@ -7,12 +7,14 @@ Every module publishes through the one hub on the Context —
 
 Each published event gets the next hub-wide ``seq``; each subscriber has its
 own bounded queue, so a subscriber that stops reading never slows the
-publisher or the other subscribers: when its queue is full it is closed as
-*overflowed* (the WebSocket then closes with 1013) and whoever owns it can
-reconnect with ``after=<last seq seen>`` to get what it missed from the
-hub's history, or a ``resync`` when that history no longer reaches back. An
-owner that finds its reader gone quiet cuts it off with :meth:`Subscription.stall`.
-``stats()`` counts both kinds of cut-off and the events they never delivered.
+publisher or the other subscribers: when its queue is full, what it holds is
+dropped for one ``resync`` (API.md: "If events were lost (queue overflow) the
+server sends resync so clients reload what they show"), and the subscriber
+goes on from there. A client that reconnects with ``after=<last seq seen>``
+gets what it missed from the hub's history, or a ``resync`` when that history
+no longer reaches back or holds more than its queue. An owner that finds its
+reader gone quiet cuts it off with :meth:`Subscription.stall`. ``stats()``
+counts overflows and cut-offs, and the events they never delivered.
 
 Everything here runs on the IOLoop's thread; it never blocks and never awaits.
 """
@@ -49,7 +51,7 @@ DEFAULT_HISTORY = 4096
 
 
 class SubscriptionClosed(Exception):
-    """Raised by :meth:`Subscription.get` once the subscription is closed (``overflowed`` says why)."""
+    """Raised by :meth:`Subscription.get` once the subscription is closed."""
 
 
 class Event:
@@ -82,16 +84,13 @@ class Subscription:
         hub: EventHub,
         topics: frozenset[str] | None,
         queue_size: int,
-        on_overflow: Callable[[Subscription], None] | None,
     ) -> None:
         self.hub = hub
         self.topics = topics  # None: every topic
         self.queue_size = queue_size
-        self.on_overflow = on_overflow
         self.closed = False
-        self.overflowed = False
         self.stalled = False
-        self.dropped = 0  # events refused once the queue was full
+        self.overflows = 0  # times its queue was full and gave way to a resync
         self._queue: collections.deque[Event] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
 
@@ -109,12 +108,11 @@ class Subscription:
         return len(self._queue)
 
     def put(self, event: Event) -> bool:
-        """Queue one event; a full queue closes the subscription as overflowed. False when not queued."""
+        """Queue one event; into a full queue a ``resync`` instead (see _overflow). False when not queued."""
         if self.closed:
             return False
         if len(self._queue) >= self.queue_size:
-            self.dropped += 1
-            self._overflow()
+            self._overflow(event.seq)
             return False
         self._queue.append(event)
         self._wake()
@@ -162,18 +160,18 @@ class Subscription:
         self._queue.clear()
         self.close()
 
-    def _overflow(self) -> None:
-        if self.overflowed:
-            return
-        self.overflowed = True
+    def _overflow(self, seq: int) -> None:
+        """``queue_size`` events behind: what is queued (and the event ``seq`` that did not fit) gives way to one
+        ``resync`` — the reader reloads what it shows, which covers every change up to ``seq`` — and it goes
+        on from there. Its memory stays bounded whatever it does; one that stops reading altogether is its
+        owner's to cut off (stall)."""
+        self.overflows += 1
         self.hub.overflows += 1
-        self.hub.undelivered += len(self._queue) + self.dropped
-        self._queue.clear()  # nothing queued is worth sending to a subscriber that is cut off
-        log.info("a subscriber fell %d events behind and is disconnected", self.queue_size)
-        self.close()
-        if self.on_overflow is not None:
-            # Not from inside publish(): the callback may close sockets, subscribe, publish.
-            asyncio.get_running_loop().call_soon(self.on_overflow, self)
+        self.hub.undelivered += 1 + sum(e.topic != "resync" for e in self._queue)  # events, not an older resync
+        self._queue.clear()
+        log.info("a subscriber fell %d events behind: its queue gives way to a resync", self.queue_size)
+        self._queue.append(Event("resync", seq, {"type": "resync", "reason": "overflow", "seq": seq}))
+        self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -239,25 +237,32 @@ class EventHub:
         *,
         after: int | None = None,
         queue_size: int | None = None,
-        on_overflow: Callable[[Subscription], None] | None = None,
     ) -> Subscription:
         """A new subscription to ``topics`` (None: all). With ``after``, the kept events after that seq come first.
 
         When the history no longer reaches back to ``after`` — or ``after`` lies
         beyond the last seq: a seq of an earlier run of the runtime — a
-        ``resync`` comes first instead of what was lost. Raises ValueError for
-        an unknown topic or a negative ``after``.
+        ``resync`` comes first instead of what was lost; when what is kept
+        after it is more than the queue holds, a ``resync`` alone (as an
+        overflow would). Raises ValueError for an unknown topic or a negative
+        ``after``.
         """
         wanted = self.check_topics(topics)
         if after is not None and after < 0:
             raise ValueError("after must not be negative")
-        sub = Subscription(self, wanted, queue_size or self.queue_size, on_overflow)
+        sub = Subscription(self, wanted, queue_size or self.queue_size)
         if after is not None and after != self.last_seq:
-            if after + 1 < self._first_kept_seq or after > self.last_seq:
-                sub.put(Event("resync", self.last_seq, {"type": "resync", "reason": "history", "seq": self.last_seq}))
-            # The newest events win when the backlog is larger than the queue.
+            gap = after + 1 < self._first_kept_seq or after > self.last_seq
             backlog = [e for e in self._history if e.seq > after and sub.wants(e.topic)]
-            for event in backlog[-(sub.queue_size - len(sub)) :]:
+            too_many = len(backlog) + gap > sub.queue_size
+            if too_many:
+                self.overflows += 1
+                self.undelivered += len(backlog)
+                backlog = []  # the resync below covers it: the client reloads
+            if gap or too_many:
+                reason = "history" if gap else "overflow"
+                sub.put(Event("resync", self.last_seq, {"type": "resync", "reason": reason, "seq": self.last_seq}))
+            for event in backlog:
                 sub.put(event)
         self._subscribers.append(sub)
         self._demand_changed(frozenset(), wanted)

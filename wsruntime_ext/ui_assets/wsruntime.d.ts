@@ -1029,7 +1029,7 @@ export interface paths {
         };
         /**
          * Workspace-wide live events
-         * @description One JSON object a frame, each with a `seq`: first `hello`, then `file_changed`, `system_stats`, `resync`, `git_changed`, `agent_session` (`id`, `status`), `script_run`, `process` events. Send `{"type": "subscribe", "topics": ["file_changed", ...]}` to narrow the stream (answered with `subscribed`), `{"type": "ping"}` for a `pong`; anything else is answered with an `error` event. The server pings every 1024 events and every 20 s, and sends at most 4096 events (1 MiB) that no pong confirmed; a client whose queue of 4096 events fills, or that answers no ping for 20 s, is closed with code 1013 (counted in `/health` `events`); reconnect with `?after=<last seq seen>` to get what it missed (or a `resync` when that is no longer kept). See the `*Event` schemas.
+         * @description One JSON object a frame, each with a `seq`: first `hello`, then `file_changed`, `system_stats`, `resync`, `git_changed`, `agent_session` (`id`, `status`), `script_run`, `process` events. Send `{"type": "subscribe", "topics": ["file_changed", ...]}` to narrow the stream (answered with `subscribed`), `{"type": "ping"}` for a `pong`; anything else is answered with an `error` event. The server pings every 1024 events and every 20 s, and sends at most 4096 events (1 MiB) that no pong confirmed. A client whose queue of 4096 events fills gets `{"type": "resync", "reason": "overflow"}` in place of what was queued (reload what you show) and goes on; one that answers no ping for 20 s is closed with code 1013 (both counted in `/health` `events`): reconnect with `?after=<last seq seen>` to get what it missed (or a `resync` when that is no longer kept, or is more than the queue holds). See the `*Event` schemas.
          *
          *     A WebSocket: the token may also be passed as `?token=`.
          */
@@ -1775,7 +1775,7 @@ export interface components {
                     cache?: string;
                 } | null;
             };
-            /** @description `WS /api/v1/ws` (authorised callers only): clients listening, the last seq, clients closed with 1013 for a full queue of 4096 events (`overflows`) or for answering no ping for 20 s (`stalls`), and the events those clients were never sent (`undelivered`) */
+            /** @description `WS /api/v1/ws` (authorised callers only): clients listening, the last seq, queues of 4096 events that filled and gave way to a `resync` (`overflows`), clients closed with 1013 for answering no ping for 20 s (`stalls`), and the events never sent (`undelivered`) */
             events?: {
                 subscribers?: number;
                 last_seq?: number;
@@ -2215,7 +2215,7 @@ export interface components {
             stdout_truncated: boolean;
             stderr_truncated: boolean;
         };
-        /** @description Events were lost: reload what you show. Sent whatever the topics. */
+        /** @description Events were lost: reload what you show. Sent whatever the topics. `overflow`: this client fell 4096 events behind (or asked to replay more than that); `history`: what it asked to replay is no longer kept; the others come from the file watcher. */
         ResyncEvent: {
             /** @constant */
             type: "resync";
@@ -7013,7 +7013,7 @@ export interface operations {
             query?: {
                 /** @description comma-separated topics to receive from the start (default: all): file_changed, system_stats, resync, git_changed, git_progress, agent_session, script_run, process */
                 topics?: string;
-                /** @description resume after this seq: the kept events since then come first, or a `resync` when they are no longer kept (or the seq is from an earlier run) */
+                /** @description resume after this seq: the kept events since then come first, or a `resync` when they are no longer kept (or the seq is from an earlier run), or instead of them when they are more than the client's queue of 4096 holds */
                 after?: number;
                 /** @description The bearer token (browsers cannot set headers on a WebSocket) */
                 token?: string;
