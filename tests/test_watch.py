@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -174,6 +175,33 @@ async def test_writes_through_the_api_report_their_target_never_a_temporary(serv
         paths = {path for _, path in file_events(events)}
         assert f"{name}/a.txt" in paths and f"{name}/.keep.wsrt-tmp.txt" in paths
         assert not [p for p in paths if p.endswith(".wsrt-tmp")], paths
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_an_api_write_is_one_event_created_for_a_new_file_modified_for_a_replaced_one(
+    servers: ServerPool, backend: str
+) -> None:
+    """A write lands by a rename over its target, which inotify reports as "moved to" whether the file was new or
+    not; the runtime knows which (and closes the temporary before the rename, so no late write shows up)."""
+    server = watched(servers, backend)
+    stream, name, _ = await connect(server)
+    target = f"{name}/one.txt"
+    try:
+        writes = [
+            ("PUT", f"/api/v1/files/{target}", b"new", "created"),
+            ("PUT", f"/api/v1/files/{target}", b"replaced", "modified"),
+            ("PUT", f"/api/v1/files/{target}?format=json", json.dumps({"content": "as json"}).encode(), "modified"),
+            ("PUT", f"/api/v1/files/{target}", b"x" * (300 << 10), "modified"),  # streamed to its temporary
+        ]
+        for method, path, body, kind in writes:
+            before = len(stream.seen)
+            response = await server.request(method, path, raw=body)
+            assert response.status in (200, 201), response.body
+            await stream.expect_file(target, kind, WITHIN)
+            events = stream.seen[before:] + await stream.collect(QUIET)
+            assert [k for k, p in file_events(events) if p == target] == [kind], (path, file_events(events))
     finally:
         stream.close()
 

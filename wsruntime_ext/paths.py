@@ -330,6 +330,53 @@ def _default_file_mode() -> int:
     return 0o666 & ~_UMASK
 
 
+class Replacements:
+    """Targets an atomic write is about to replace rather than create (thread-safe).
+
+    inotify says "moved to" of a rename whether it created its target or replaced one; the file watcher
+    asks :meth:`take` and reports a replacement as ``modified`` (API.md: an API write that replaces a file
+    is a change to it, not a new file). An entry not taken within ``TTL_S`` is forgotten.
+    """
+
+    TTL_S = 10.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[float]] = {}  # path -> deadlines of the renames in flight
+
+    def add(self, path: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._pending) > 4096:
+                self._pending = {p: d for p, d in self._pending.items() if d[-1] >= now}
+            self._pending.setdefault(path, []).append(now + self.TTL_S)
+
+    def discard(self, path: str) -> None:
+        """The rename did not happen."""
+        with self._lock:
+            deadlines = self._pending.get(path)
+            if deadlines:
+                deadlines.pop()
+                if not deadlines:
+                    del self._pending[path]
+
+    def take(self, path: str) -> bool:
+        """Whether the rename that landed ``path`` replaced it (an entry is used once)."""
+        now = time.monotonic()
+        with self._lock:
+            deadlines = self._pending.get(path)
+            while deadlines:
+                deadline = deadlines.pop(0)
+                if not deadlines:
+                    del self._pending[path]
+                if deadline >= now:
+                    return True
+            return False
+
+
+REPLACING = Replacements()
+
+
 def fsync_directory(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -478,6 +525,7 @@ class AtomicWriter:
             # queue behind each other's renames. For a file that did not exist, renaming without replacing
             # first tells, atomically, whether this commit created it.
             self.created = False
+            self._release_file()
             if old is None:
                 try:
                     rename_noreplace(self.temp_path, self.target)
@@ -485,7 +533,7 @@ class AtomicWriter:
                 except FileExistsError:
                     pass
             if not self.created:
-                os.rename(self.temp_path, self.target)
+                self._rename_over()
             self._done = True
             self._forget()
             return
@@ -500,13 +548,31 @@ class AtomicWriter:
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), self.target)
             if self.temp_dir != self.directory:
                 self._make_parents()
-            if replace:
+            self._release_file()
+            if replace and old is not None:
+                self._rename_over()
+            elif replace:
                 os.rename(self.temp_path, self.target)
             else:
                 rename_noreplace(self.temp_path, self.target)
             self.created = old is None
             self._done = True
         self._forget()
+
+    def _release_file(self) -> None:
+        """Close the written temporary before its rename: closed after it, the file watcher would see its last
+        write land on the target as a second change (the descriptor's stamps are done by then)."""
+        if not self.file.closed:
+            self.file.close()
+
+    def _rename_over(self) -> None:
+        """Rename the temporary over an existing target, telling the file watcher it replaces it."""
+        REPLACING.add(self.target)
+        try:
+            os.rename(self.temp_path, self.target)
+        except BaseException:
+            REPLACING.discard(self.target)
+            raise
 
     def _stat_target(self) -> os.stat_result | None:
         try:

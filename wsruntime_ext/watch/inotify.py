@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.ioloop
 
+from wsruntime_ext.paths import REPLACING
 from wsruntime_ext.temps import TEMP_SUFFIX
 
 if TYPE_CHECKING:
@@ -466,7 +467,10 @@ class InotifyBackend:
                 if is_dir:
                     self.watcher.spawn(self._walk(rel, report=True))
             elif mask & IN_MOVED_TO:
-                self.watcher.file_changed(rel, "created", is_dir)
+                # A rename is deleted + created, but a write that lands by replacing its target (the runtime's
+                # own, which says so in REPLACING) changed that file.
+                replaced = not is_dir and REPLACING.take(os.path.join(self.workspace, rel))
+                self.watcher.file_changed(rel, "modified" if replaced else "created", is_dir)
                 if is_dir:
                     self._moved_in(cookie, rel)
             elif mask & IN_MOVED_FROM:

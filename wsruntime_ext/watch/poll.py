@@ -25,6 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from wsruntime_ext.paths import REPLACING
 from wsruntime_ext.watch.rules import IgnoreRules
 
 if TYPE_CHECKING:
@@ -257,8 +258,10 @@ class PollScanner:
             return
         self.files[rel] = signature
         self._heat(rel, now)
-        # A new inode under the same name is a rename over it: API.md's "created"; else "modified".
-        self._report(changes, (rel, "created" if signature[2] != old[2] else "modified", False))
+        # A new inode under the same name is a rename over it: API.md's "created"; else "modified" — as is a
+        # write of the runtime's own that lands by replacing its target (paths.REPLACING).
+        renamed_over = signature[2] != old[2] and not REPLACING.take(self._abs(rel))
+        self._report(changes, (rel, "created" if renamed_over else "modified", False))
 
     def _heat(self, rel: str, now: float) -> None:
         if len(self.hot) >= HOT_LIMIT:
