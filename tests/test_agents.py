@@ -167,6 +167,25 @@ async def test_interactive_follow_ups_take_turns(fake: ServerThread) -> None:
     assert [f["seq"] for f in stored] == list(range(1, len(stored) + 1))
 
 
+@pytest.mark.parametrize("follow_up", ["crash", "garbage"])
+async def test_an_interactive_agent_that_dies_mid_turn_goes_to_failed_never_idle(
+    fake: ServerThread, follow_up: str
+) -> None:
+    record = await create(fake, prompt="echo one", interactive=True)
+    sid = record["id"]
+    ws = await fake.websocket(f"/api/v1/ws/agent-sessions/{sid}")
+    frames: list[dict] = []
+    idle = await wait_for_frame(ws, "status", frames, status="idle")
+    ws.close()
+    response = await fake.request("POST", f"/api/v1/agent-sessions/{sid}/messages", {"content": follow_up})
+    assert response.status == 202, response.body
+    rest, code = await stream(fake, sid, after=idle["seq"])
+    assert code == 1000
+    # The turn ends with the agent's error and the session with "failed": no "idle" (waiting for input) between.
+    assert kinds(rest) == ["status:running", "error", "status:failed"], rest
+    assert (await get_session(fake, sid))["status"] == "failed"
+
+
 async def test_max_sessions_answers_429(fake: ServerThread) -> None:
     running = [await create(fake, prompt="hang") for _ in range(3)]
     response = await fake.request("POST", "/api/v1/agent-sessions", {"prompt": "hang"})
@@ -377,6 +396,14 @@ async def test_resume_refuses_a_running_session_and_names_an_unknown_one_as_the_
     assert foreign["resumed_from"] == "some-agent-session-id" and foreign["agent_session_id"] == "some-agent-session-id"
     for record in (resumed, foreign):
         await stream(fake, record["id"])
+    # Resumed without a prompt: an interactive session waits for one ("idle"); any other just runs.
+    quiet = await create(fake, resume=resumed["id"])
+    assert quiet["status"] == "running" and quiet["interactive"] is False, quiet
+    frames, _ = await stream(fake, quiet["id"])
+    assert "status:idle" not in kinds(frames), frames
+    waiting = await create(fake, resume=resumed["id"], interactive=True)
+    assert waiting["status"] == "idle", waiting
+    await fake.request("DELETE", f"/api/v1/agent-sessions/{waiting['id']}")
 
 
 def test_sigterm_stops_every_agent_within_5_s(tmp_path: pytest.TempPathFactory) -> None:

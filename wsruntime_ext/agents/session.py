@@ -75,6 +75,7 @@ class AgentSession:
         self.last_turn_failed = False
         self.pending_permissions: dict[str, dict[str, Any]] = {}
         self.stop_reason: str | None = None  # "terminated" or "interrupted" once we stop it
+        self.exited = False  # the agent's process has exited (what is left of its output is being relayed)
         self.ended = asyncio.Event()
         self.turn_ended = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -169,10 +170,10 @@ class AgentSession:
     # -- the process -----------------------------------------------------------------
 
     def attach(self, proc: ManagedProcess, first_prompt: str | None) -> None:
-        """The agent process has started: the session runs (or, with no prompt, waits for one)."""
+        """The agent process has started: the session runs (or, interactive with no prompt, waits for one)."""
         self.proc = proc
         self.record["pid"] = proc.pid
-        self.set_status("running" if first_prompt is not None else "idle")
+        self.set_status("idle" if first_prompt is None and self.interactive else "running")
 
     def use_driver(self, driver: ProtocolDriver) -> None:
         """Talk to the agent through a protocol client (it parses the output and writes the requests)."""
@@ -233,6 +234,7 @@ class AgentSession:
                     proc.signal_tree(signal.SIGKILL)
                     await asyncio.wait({reader}, timeout=1.0)
             code = await exited
+            self.exited = True  # a turn that ends from here on ends with the process: never "idle"
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(stderr_task), 0.5)
         finally:
@@ -408,7 +410,7 @@ class AgentSession:
         self.turn_ended.set()
         if not self.interactive:
             self._close_stdin()  # the CLI exits once its stdin ends
-        elif self.turns_open == 0 and self.stop_reason is None:
+        elif self.turns_open == 0 and self.stop_reason is None and not self.exited:
             self.set_status("idle")
         else:
             self.on_change(self)
