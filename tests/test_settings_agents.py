@@ -128,6 +128,15 @@ async def test_bad_agent_scope_and_parts(srv: ServerThread) -> None:
         ("gemini", "mcp", {"mcpServers": {"p": {**PING, "native": [1]}}}, "$.mcpServers.p.native"),
         ("claude-code", "mcp", {"mcpServers": {"p": {**PING, "native": {}}}}, "$.mcpServers.p.native"),
         ("claude-code", "mcp", {"mcpServers": {"p": {**PING, "cwd": 5}}}, "$.mcpServers.p.cwd"),
+        # A whole-settings write's servers, in the agent's own shape, must be servers it can run (and that GET
+        # .../mcp then answers in a shape PUT .../mcp takes back); its known string keys must be strings.
+        ("opencode", "", {"settings": {"mcp": {"a": {"type": "bogus"}}}}, "$.settings.mcp.a"),
+        ("opencode", "", {"settings": {"mcp": {"a": "npx x"}}}, "$.settings.mcp.a"),
+        ("gemini", "", {"settings": {"mcpServers": {"a": {"command": 5}}}}, "$.settings.mcpServers.a"),
+        ("qwen-code", "", {"settings": {"mcpServers": {"q": {"type": "http", "url": 5}}}}, "$.settings.mcpServers.q"),
+        ("codex", "", {"settings": {"mcp_servers": {"c": {"args": ["x"]}}}}, "$.settings.mcp_servers.c"),
+        ("codex", "", {"settings": {"model": 5}}, "$.settings.model"),
+        ("opencode", "", {"settings": {"model": ["a"]}}, "$.settings.model"),
     ]
     for agent, part, body, path in bad:
         url = f"/api/v1/settings{'/' + part if part else ''}?agent={agent}&scope=project"
@@ -137,6 +146,20 @@ async def test_bad_agent_scope_and_parts(srv: ServerThread) -> None:
             response.body["error"]["code"] == "invalid_settings" and response.body["error"]["details"]["path"] == path
         )
     assert not any(os.path.exists(ws_of(srv, d)) for d in (".codex", ".gemini", ".qwen", "opencode.json", ".mcp.json"))
+    # Servers each CLI writes itself pass, and read back through the mcp endpoint as a PUT there takes them.
+    good = {
+        "opencode": {
+            "mcp": {"l": {"type": "local", "command": ["npx", "x"]}, "r": {"type": "remote", "url": "http://h/m"}}
+        },
+        "gemini": {"mcpServers": {"s": {"command": "x", "args": ["-y"]}, "h": {"httpUrl": "http://h/m"}}},
+        "codex": {"mcp_servers": {"c": {"command": "x", "args": ["y"]}}, "model": "o3"},
+    }
+    for agent, settings in good.items():
+        response = await srv.request("PUT", f"/api/v1/settings?agent={agent}&scope=project", {"settings": settings})
+        assert response.status == 200, (agent, response.body)
+        read = await srv.request("GET", f"/api/v1/settings/mcp?agent={agent}&scope=project")
+        back = await srv.request("PUT", f"/api/v1/settings/mcp?agent={agent}&scope=project", read.body)
+        assert back.status == 200, (agent, read.body, back.body)
 
 
 GEMINI_COMMENTED = """{

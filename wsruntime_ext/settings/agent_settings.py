@@ -195,13 +195,34 @@ class AgentSettingsService(AgentTrust):
                 if "hooks" in settings and profile.hooks_file is None and profile.hook_events is not None:
                     validate_hooks(settings["hooks"], f"{path}.hooks", profile.hook_events, profile.name)
                 if profile.mcp_key in settings:
-                    check_object(settings[profile.mcp_key], member(path, profile.mcp_key))
+                    self._validate_native_servers(profile, settings[profile.mcp_key], member(path, profile.mcp_key))
+                for key in profile.string_keys:
+                    if key in settings and not isinstance(settings[key], str):
+                        raise SettingsInvalid(member(path, key), f"must be a string for {profile.name}")
             if profile.format == "toml":
                 _no_nulls(value, path)
         except SettingsInvalid as exc:
             raise invalid_settings(exc.path, exc.message) from None
         except RecursionError:
             raise invalid_settings(path, "is nested too deeply") from None
+
+    def _validate_native_servers(self, profile: AgentProfile, value: Any, path: str) -> None:
+        """A whole-settings write's servers, in the agent's own shape: each must read back as a server the
+        mcp endpoint would take (else GET …/mcp answers what no PUT …/mcp accepts, and the CLI cannot run it)."""
+        servers = check_object(value, path)
+        for name, native in servers.items():
+            server_path = member(path, name)
+            check_object(native, server_path)
+            try:
+                self.validate_servers(profile, {name: profile.from_native(native)}, path)
+            except SettingsInvalid as exc:
+                detail = exc.path[len(server_path) :].lstrip(".")
+                where = f"its {detail} " if detail else ""
+                raise SettingsInvalid(
+                    server_path, f"is not a server {profile.name} can run: {where}{exc.message}"
+                ) from None
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise SettingsInvalid(server_path, f"is not a server {profile.name} can run") from None
 
     @staticmethod
     def validate_servers(profile: AgentProfile | None, value: Any, path: str, allow_null: bool = False) -> None:

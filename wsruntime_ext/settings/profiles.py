@@ -48,6 +48,8 @@ class AgentProfile:
     reads_mcp_json: bool = False
     # scope → the file created when none of ``files`` exists, where that is not the last (a legacy name).
     new_file: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Top-level keys the CLI reads as a string (checked in a whole-settings write; a number there breaks it).
+    string_keys: tuple[str, ...] = ()
 
 
 def _home_dir(name: str, variable: str | None = None) -> Callable[[Mapping[str, str], str], str]:
@@ -265,6 +267,7 @@ PROFILES: dict[str, AgentProfile] = {
             trust="codex-project",
             project_trusted_only=True,
             hooks_trust="codex-hash",
+            string_keys=("model", "model_provider", "approval_policy", "sandbox_mode", "model_reasoning_effort"),
         ),
         AgentProfile(
             name="gemini",
@@ -309,6 +312,7 @@ PROFILES: dict[str, AgentProfile] = {
             from_native=_opencode_from,
             native_keys=_OPENCODE_KEYS,
             mcp_cwd=False,
+            string_keys=("model", "small_model", "theme"),
         ),
     )
 }
