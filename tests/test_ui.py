@@ -147,6 +147,7 @@ async def test_websocket_frames_are_schemas_and_typed(server: ServerThread) -> N
         "StreamOutputFrame",
         "StreamExitFrame",
         "ProcessClientFrame",
+        "SocketReply",
         "ScriptRunEvent",
         "GitProgressEvent",
     ):
@@ -154,5 +155,5 @@ async def test_websocket_frames_are_schemas_and_typed(server: ServerThread) -> N
     for choice in schemas["EventFrame"]["oneOf"]:
         assert choice["$ref"].rsplit("/", 1)[1] in schemas
     types = (await server.request("GET", "/ui/wsruntime.d.ts")).raw.decode()
-    for name in ("EventFrame", "StreamOutputFrame", "AgentMessage", "FileChangedEvent"):
+    for name in ("EventFrame", "StreamOutputFrame", "AgentMessage", "FileChangedEvent", "SocketReply"):
         assert re.search(rf"^\s+{name}: ", types, re.M), name

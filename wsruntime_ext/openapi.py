@@ -18,7 +18,7 @@ from wsruntime_ext import __version__
 
 _PARAM = re.compile(r"\{([a-z_]+)\}")
 
-ERROR_SCHEMA = {
+ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
     "properties": {
@@ -32,6 +32,15 @@ ERROR_SCHEMA = {
             },
         }
     },
+}
+
+SOCKET_REPLY_SCHEMA = {
+    "type": "object",
+    "required": ["type", "ok", "error"],
+    "description": "The answer to a client frame that an agent-session or process stream refused (not JSON, an "
+    "unknown type, a bad field, a process without stdin…): the error as an HTTP call would give it. No `seq`: "
+    "not part of the stream, never replayed; the socket stays open.",
+    "properties": {"type": {"const": "reply"}, "ok": {"const": False}, "error": ERROR_SCHEMA["properties"]["error"]},
 }
 
 _ERROR_TEXT = {
@@ -161,7 +170,7 @@ WEBSOCKET_HANDSHAKE = [
 def build_document(modules: Iterable[Any], open_paths: Iterable[str]) -> dict[str, Any]:
     """The OpenAPI 3.1 document: every module's paths and schemas, plus what all operations share."""
     paths: dict[str, Any] = {}
-    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "SocketReply": SOCKET_REPLY_SCHEMA}
     tags: list[dict[str, str]] = []
     open_set = set(open_paths)
     for module in modules:

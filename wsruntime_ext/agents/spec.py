@@ -421,7 +421,8 @@ openapi: dict[str, Any] = {
                 "`AgentMessage` a frame. When the session ends: one final `status` frame, then close 1000. "
                 'Client frames: `{"type": "user", "content"}`, `{"type": "interrupt"}`, '
                 '`{"type": "permission", "request_id", "behavior", "message"?}`; a refused one is answered '
-                'with `{"type": "reply", "ok": false, "error"}` (no seq: not part of the stream). With `deltas`, '
+                'with a `SocketReply` `{"type": "reply", "ok": false, "error"}` (no seq: not part of the stream). '
+                "With `deltas`, "
                 "`AgentLiveFrame`s come in their place between the stored frames (live only). A client more "
                 "than 100000 live frames behind, or whose socket takes nothing for 15 s, is closed with 1013: "
                 "reconnect with `?after=`.",

@@ -201,6 +201,7 @@ schemas.update(
                 ref("StreamOutputFrame"),
                 ref("StreamOutputDroppedFrame"),
                 ref("StreamExitFrame"),
+                ref("SocketReply"),
             ],
         },
         "ProcessClientFrame": {
@@ -338,9 +339,10 @@ openapi: dict[str, Any] = {
                 '"cols", "rows"}`, `{"type": "signal", "signal"}`. A process on **pipes** sends text frames '
                 '`{"type": "output", "stream": "stdout"|"stderr", "data", "seq"}` (as a script run; `after` is '
                 'a seq; output older than kept → `{"type": "output_dropped", "frames", "next_seq"}`), and takes '
-                '`input`, `{"type": "eof"}` and `signal`. A bad frame is answered `{"type": "reply", "ok": false, '
-                '"error"}`. At the end `{"type": "exit", "code", "signal", "status"}` and close 1000. A client '
-                "more than 4 MiB behind whose socket takes nothing for 5 s is closed with 1013.",
+                '`input`, `{"type": "eof"}` and `signal`. A bad frame is answered with a `SocketReply` '
+                '`{"type": "reply", "ok": false, "error"}`. At the end `{"type": "exit", "code", "signal", '
+                '"status"}` and close 1000. A client more than 4 MiB behind whose socket takes nothing for 5 s is '
+                "closed with 1013.",
                 [TAG],
                 [_ID, query_param("after", {"type": "integer", "minimum": 0}, "bytes (terminal) or seq (pipes) held")],
             )

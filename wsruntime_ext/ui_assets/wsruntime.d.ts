@@ -1051,7 +1051,7 @@ export interface paths {
         };
         /**
          * A session's live AgentMessage stream
-         * @description Every stored message after `after`, then live ones, in order, none twice; one JSON `AgentMessage` a frame. When the session ends: one final `status` frame, then close 1000. Client frames: `{"type": "user", "content"}`, `{"type": "interrupt"}`, `{"type": "permission", "request_id", "behavior", "message"?}`; a refused one is answered with `{"type": "reply", "ok": false, "error"}` (no seq: not part of the stream). With `deltas`, `AgentLiveFrame`s come in their place between the stored frames (live only). A client more than 100000 live frames behind, or whose socket takes nothing for 15 s, is closed with 1013: reconnect with `?after=`.
+         * @description Every stored message after `after`, then live ones, in order, none twice; one JSON `AgentMessage` a frame. When the session ends: one final `status` frame, then close 1000. Client frames: `{"type": "user", "content"}`, `{"type": "interrupt"}`, `{"type": "permission", "request_id", "behavior", "message"?}`; a refused one is answered with a `SocketReply` `{"type": "reply", "ok": false, "error"}` (no seq: not part of the stream). With `deltas`, `AgentLiveFrame`s come in their place between the stored frames (live only). A client more than 100000 live frames behind, or whose socket takes nothing for 15 s, is closed with 1013: reconnect with `?after=`.
          *
          *     A WebSocket: the token may also be passed as `?token=`.
          */
@@ -1073,7 +1073,7 @@ export interface paths {
         };
         /**
          * A process's output, live and replayable; its input too
-         * @description First a text frame `{"type": "hello", "process", "offset"?, "truncated"}`. A **terminal** sends its output as binary frames of raw bytes, numbered from 0 over its life: `after` is the number of bytes the client has; the stream resumes there, or at the oldest byte kept (--terminal-scrollback) with `truncated: true`; `offset` is the number of the next byte. The client sends binary frames (keystrokes) or `{"type": "input", "data"}`, `{"type": "resize", "cols", "rows"}`, `{"type": "signal", "signal"}`. A process on **pipes** sends text frames `{"type": "output", "stream": "stdout"|"stderr", "data", "seq"}` (as a script run; `after` is a seq; output older than kept → `{"type": "output_dropped", "frames", "next_seq"}`), and takes `input`, `{"type": "eof"}` and `signal`. A bad frame is answered `{"type": "reply", "ok": false, "error"}`. At the end `{"type": "exit", "code", "signal", "status"}` and close 1000. A client more than 4 MiB behind whose socket takes nothing for 5 s is closed with 1013.
+         * @description First a text frame `{"type": "hello", "process", "offset"?, "truncated"}`. A **terminal** sends its output as binary frames of raw bytes, numbered from 0 over its life: `after` is the number of bytes the client has; the stream resumes there, or at the oldest byte kept (--terminal-scrollback) with `truncated: true`; `offset` is the number of the next byte. The client sends binary frames (keystrokes) or `{"type": "input", "data"}`, `{"type": "resize", "cols", "rows"}`, `{"type": "signal", "signal"}`. A process on **pipes** sends text frames `{"type": "output", "stream": "stdout"|"stderr", "data", "seq"}` (as a script run; `after` is a seq; output older than kept → `{"type": "output_dropped", "frames", "next_seq"}`), and takes `input`, `{"type": "eof"}` and `signal`. A bad frame is answered with a `SocketReply` `{"type": "reply", "ok": false, "error"}`. At the end `{"type": "exit", "code", "signal", "status"}` and close 1000. A client more than 4 MiB behind whose socket takes nothing for 5 s is closed with 1013.
          *
          *     A WebSocket: the token may also be passed as `?token=`.
          */
@@ -2399,6 +2399,20 @@ export interface components {
             /** @description PUT with force only: where the unreadable file was kept */
             backup?: string;
         };
+        /** @description The answer to a client frame that an agent-session or process stream refused (not JSON, an unknown type, a bad field, a process without stdin…): the error as an HTTP call would give it. No `seq`: not part of the stream, never replayed; the socket stays open. */
+        SocketReply: {
+            /** @constant */
+            type: "reply";
+            /** @constant */
+            ok: false;
+            error: {
+                /** @description snake_case error code */
+                code: string;
+                /** @description a human sentence */
+                message: string;
+                details: Record<string, never>;
+            };
+        };
         /** @description The last frame; the socket then closes with 1000 */
         StreamExitFrame: {
             /** @constant */
@@ -2409,7 +2423,7 @@ export interface components {
             signal: string | null;
         };
         /** @description Any text frame a process or script-run stream sends */
-        StreamFrame: components["schemas"]["StreamHelloFrame"] | components["schemas"]["StreamOutputFrame"] | components["schemas"]["StreamOutputDroppedFrame"] | components["schemas"]["StreamExitFrame"];
+        StreamFrame: components["schemas"]["StreamHelloFrame"] | components["schemas"]["StreamOutputFrame"] | components["schemas"]["StreamOutputDroppedFrame"] | components["schemas"]["StreamExitFrame"] | components["schemas"]["SocketReply"];
         /** @description A process stream's first frame. `offset` (terminals): the number of the next byte */
         StreamHelloFrame: {
             /** @constant */
