@@ -436,3 +436,60 @@ def test_sigterm_stops_every_agent_within_5_s(tmp_path: pytest.TempPathFactory) 
     for record in hanging:
         with open(os.path.join(workspace, ".wsruntime", "agent-sessions", record["id"], "session.json")) as f:
             assert json.load(f)["status"] == "interrupted"
+
+
+def test_a_sigkilled_runtime_stops_its_agents_at_the_next_start(tmp_path: pytest.TempPathFactory) -> None:
+    """The sessions read ``interrupted`` after the restart, and nothing of them runs on: not the agent in the
+    middle of a turn, not the one waiting, not the server a tool started in a session of its own."""
+    import urllib.request
+
+    workspace = str(tmp_path)
+    runtime = RuntimeProcess("--workspace", workspace, "--port", "0", "--claude-bin", FAKE)
+    url = runtime.wait_ready()
+
+    def call(method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.load(answer)
+
+    sessions = [
+        call("POST", "/api/v1/agent-sessions", {"prompt": "spawn"}),
+        call("POST", "/api/v1/agent-sessions", {"prompt": "hang", "interactive": True}),
+    ]
+    deadline = time.monotonic() + 20
+    texts: list[str] = []
+    while not texts:
+        assert time.monotonic() < deadline, "the spawn scenario never said its grandchild"
+        messages = call("GET", f"/api/v1/agent-sessions/{sessions[0]['id']}/messages")["messages"]
+        texts = [m["content"] for m in messages if m["type"] == "text"]
+        time.sleep(0.05)
+    grandchild = int(texts[0].split()[1])  # "spawned <pid>": a sleep in a session of its own
+    pids = [s["pid"] for s in sessions] + [grandchild]
+    try:
+        runtime.proc.kill()
+        runtime.proc.wait(10)
+        time.sleep(0.3)
+        assert all(psutil.pid_exists(p) for p in pids), "nothing stopped them before the restart"
+        runtime = RuntimeProcess("--workspace", workspace, "--port", "0", "--claude-bin", FAKE)
+        url = runtime.wait_ready()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(p) for p in pids):
+            time.sleep(0.05)
+        assert [p for p in pids if _running(p)] == []
+        for record in sessions:
+            after = call("GET", f"/api/v1/agent-sessions/{record['id']}")
+            assert after["status"] == "interrupted" and after["pid"] is None, after
+    finally:
+        runtime.stop(timeout=10)
+        for pid in pids:
+            if _running(pid):
+                os.kill(pid, 9)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

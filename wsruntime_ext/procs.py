@@ -74,7 +74,11 @@ def tagged_processes(variable: str, values: Iterable[str]) -> dict[str, list[int
         return found
     prefix = variable.encode() + b"="
     me = os.getpid()
-    for entry in os.listdir("/proc"):
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc (macOS): nothing to find this way
+        return found
+    for entry in entries:
         if not entry.isdigit() or int(entry) == me:
             continue
         try:

@@ -4,6 +4,10 @@ It knows no HTTP: the handlers validate and call it. Sessions live in memory
 while the runtime runs and on disk (``store.py``) for good; at start-up the
 sessions that were still running when the runtime stopped become
 ``interrupted``, and ``resume`` continues them through the CLI's own resume.
+Every agent process carries ``WSRUNTIME_AGENT_SESSION=<id>`` in its
+environment (and so does all it starts), so that what a killed runtime left
+running — the CLI, its tools, a server a tool started in its own session — is
+found and stopped at the next start, as processes and script runs are.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import time
 from typing import TYPE_CHECKING, Any
 
 from wsruntime_ext.agents.adapter import AgentAdapter, AgentInfo, SessionOptions
@@ -26,6 +32,7 @@ from wsruntime_ext.agents.store import SessionStore
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.context import now_iso
 from wsruntime_ext.paths import new_record_id
+from wsruntime_ext.procs import _alive, tagged_processes
 from wsruntime_ext.versions import DETECTION_WAIT_S
 
 if TYPE_CHECKING:
@@ -35,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("wsruntime.agents")
 
 STATUSES = ("starting", "running", "idle", "completed", "failed", "terminated", "interrupted")
+TAG_VARIABLE = "WSRUNTIME_AGENT_SESSION"  # in every agent process's environment: the session it belongs to
+LEFTOVER_GRACE_S = 1.0  # a left-behind agent gets SIGTERM (to save its conversation), then SIGKILL after this
 STREAM_LIMIT = 1 << 16
 # Frames live in the session's own list, so a lagging client costs a cursor, not a queue; still, a client
 # this many live frames behind, or whose socket takes nothing for this long, is closed with 1013.
@@ -71,11 +80,15 @@ class AgentService:
         # Detection reads an npm package.json (microseconds) or runs `<cli> --version` (a native binary or a
         # script: up to seconds when it starts Node): it must not delay the port opening.
         self._detection = asyncio.ensure_future(self._detect())
+        stale: list[str] = []
         for record in await self.ctx.run_blocking(self.store.load_all):
             session = AgentSession(record, self.adapters.get(record.get("agent", "")), None, None, self._changed)
             self.sessions[session.id] = session
             if record.get("status") not in ENDED_STATUSES:
+                stale.append(session.id)
                 await self._mark_interrupted(session)
+        if stale:
+            await self.ctx.run_blocking(_stop_leftovers, stale)
 
     async def _detect(self) -> None:
         async def detect(adapter: AgentAdapter) -> None:
@@ -303,7 +316,7 @@ class AgentService:
         self._changed(session)
         # PWD names the session's directory (API.md "Subprocesses"): opencode takes its project from PWD, so the
         # runtime's own PWD would make it run, and read its project settings, in the runtime's directory.
-        env = {**adapter.environment(self.session_environment()), "PWD": options.cwd}
+        env = {**adapter.environment(self.session_environment()), "PWD": options.cwd, TAG_VARIABLE: session.id}
         argv = adapter.command(options)
         if driver is not None:
             session.use_driver(driver)
@@ -429,3 +442,25 @@ def default_adapters(config: Config) -> list[AgentAdapter]:
         QwenCodeAdapter(config.qwen_bin),
         OpencodeAdapter(config.opencode_bin),
     ]
+
+
+def _stop_leftovers(session_ids: list[str]) -> None:
+    """A runtime that was killed left these sessions' agents (and what they started) running: stop them.
+
+    SIGTERM first, so that a CLI can write its conversation out (``resume`` reads it), then SIGKILL to
+    whatever is still there after ``LEFTOVER_GRACE_S`` (blocking: reads /proc).
+    """
+    found = tagged_processes(TAG_VARIABLE, session_ids)
+    pids = [pid for session_pids in found.values() for pid in session_pids]
+    for session_id, session_pids in found.items():
+        log.warning("stopping %d process(es) left behind by agent session %s", len(session_pids), session_id)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = [pid for pid in pids if _alive(pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
