@@ -37,6 +37,9 @@ def build(root: str) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(text.encode("latin-1") if rel == "latin1.txt" else text.encode("utf-8"))
+    os.makedirs(os.path.join(root, "huge"))
+    with open(os.path.join(root, "huge", "min.js"), "w") as f:  # a minified bundle: one line of megabytes
+        f.write("first line\n" + "y" * 5_000_000 + "needle-in-huge\n")
     os.symlink("src/app.py", os.path.join(root, "link.py"))  # not followed
     os.symlink("/etc", os.path.join(root, "etc-link"))
     os.makedirs(os.path.join(root, ".wsruntime"), exist_ok=True)
@@ -110,6 +113,19 @@ async def test_literal_and_regex(searcher: ServerThread) -> None:
     assert [(m["line"], m["text"]) for m in body["matches"]] == [(2, "aab")]
     r = await searcher.request("GET", "/api/v1/search?q=%28unclosed&regex=true")
     assert r.status == 400 and r.error_code == "invalid_regex"
+
+
+async def test_both_backends_agree_on_huge_lines_line_breaks_and_regex_dialect(searcher: ServerThread) -> None:
+    # A match at the end of a 5 MB line (ripgrep's JSON message for it is bigger than what is read whole).
+    body = await search(searcher, q="needle-in-huge", path="huge")
+    assert [(m["path"], m["line"], m["text"]) for m in body["matches"]] == [("huge/min.js", 2, "y" * 500)]
+    # A pattern with a line break: no line holds one.
+    for query in ({"q": "a\nb"}, {"q": "a\\nb", "regex": "true"}):
+        assert (await search(searcher, **query))["matches"] == [], query
+    # What ripgrep's regex has not, Python's refuses too.
+    for pattern in ("(?=x)", "a(?!b)", "(?<=a)b", "(a)\\1"):
+        r = await searcher.request("GET", "/api/v1/search?" + urllib.parse.urlencode({"q": pattern, "regex": "true"}))
+        assert r.status == 400 and r.error_code == "invalid_regex", (pattern, r.raw)
 
 
 async def test_limit_truncates(searcher: ServerThread) -> None:

@@ -36,7 +36,9 @@ from wsruntime_ext.procs import child_environment
 SKIPPED_DIRS = (".git", "node_modules")
 MAX_FILE_SIZE = 50 << 20
 MAX_TEXT = 500  # characters of a matching line returned
-MAX_JSON_LINE = 4 << 20  # longer rg messages (a match in a huge minified line) are skipped whole
+MAX_JSON_LINE = 4 << 20  # longer rg messages (a match in a huge minified line) are read by their two ends
+LONG_HEAD = 64 << 10  # what is kept of the start of such a message: its path and the start of its line
+LONG_TAIL = 4 << 10  # ... and of its end: the line number
 BINARY_SNIFF = 8192
 
 
@@ -92,9 +94,14 @@ class SearchService:
             return None
         source = query.text if query.regex else re.escape(query.text)
         try:
-            return re.compile(source, re.IGNORECASE if query.ignore_case else 0)
+            pattern = re.compile(source, re.IGNORECASE if query.ignore_case else 0)
         except re.error as exc:
             raise ApiError(400, "invalid_regex", f"Invalid regular expression: {exc}") from None
+        if query.regex:
+            unsupported = _beyond_rg(source)
+            if unsupported:  # both backends take the same patterns: ripgrep's (Rust) regex has no such thing
+                raise ApiError(400, "invalid_regex", f"Invalid regular expression: {unsupported} are not supported")
+        return pattern
 
     async def search(self, query: SearchQuery) -> dict[str, Any]:
         """``{"matches": [{path, line, text}], "truncated", "timed_out"}``."""
@@ -247,6 +254,9 @@ class SearchService:
         stderr = (await stderr_task)[:4096]
         if code == 2 and not matches and not truncated:
             message = stderr.decode("utf-8", "replace").strip()
+            if "multiline" in message.lower():
+                # A pattern with a line break: no line holds one, as the Python walk finds (one line at a time).
+                return {"matches": [], "truncated": False, "timed_out": False}
             if "regex" in message.lower():
                 raise ApiError(400, "invalid_regex", f"Invalid regular expression: {message}")
             if "glob" in message.lower():
@@ -255,7 +265,9 @@ class SearchService:
         return {"matches": matches, "truncated": truncated, "timed_out": timed_out}
 
     @staticmethod
-    def _parse_rg_line(line: bytes, names_only: bool) -> dict[str, Any] | None:
+    def _parse_rg_line(line: bytes | LongLine, names_only: bool) -> dict[str, Any] | None:
+        if isinstance(line, LongLine):
+            return line.match()
         if names_only:
             path = os.fsdecode(line.rstrip(b"\n"))
             path = path[2:] if path.startswith("./") else path
@@ -287,30 +299,109 @@ def _rg_text(value: dict[str, Any]) -> str:
         return ""
 
 
+@dataclasses.dataclass
+class LongLine:
+    """An rg message longer than MAX_JSON_LINE (a match in a huge minified line): its two ends only."""
+
+    head: bytes
+    tail: bytes
+
+    _PATH = re.compile(rb'^\{"type":"match","data":\{"path":\{"(text|bytes)":"((?:[^"\\]|\\.)*)"\}')
+    _LINE = re.compile(rb'"lines":\{"(text|bytes)":"')
+    _NUMBER = re.compile(rb'"line_number":(\d+)')
+
+    def match(self) -> dict[str, Any] | None:
+        """The match it reports, with the start of its line as the text (as the Python walk gives it)."""
+        found = self._PATH.match(self.head)
+        numbers = self._NUMBER.findall(self.tail)
+        if found is None or not numbers:
+            return None
+        path = _rg_text({found.group(1).decode(): _json_string(found.group(2))})
+        path = path[2:] if path.startswith("./") else path
+        text = ""
+        lines = self._LINE.search(self.head, found.end())
+        if lines is not None:
+            start = lines.end()
+            text = _rg_text({lines.group(1).decode(): _json_string(self.head[start : start + 8 * MAX_TEXT])})
+        return {"path": path, "line": int(numbers[-1]), "text": text[:MAX_TEXT]}
+
+
+_STRING_BODY = re.compile(rb'(?:[^"\\]|\\.)*')  # a JSON string's body, up to its closing quote
+
+
+def _json_string(body: bytes) -> str:
+    """The value of a JSON string from its raw body, which may be cut anywhere (even inside an escape)."""
+    found = _STRING_BODY.match(body)
+    body = found.group(0) if found else b""
+    for cut in range(len(body), max(-1, len(body) - 13), -1):  # 12: a cut surrogate pair's escapes
+        try:
+            value = str(json.loads(b'"' + body[:cut] + b'"'))
+        except ValueError:
+            continue
+        return value.encode("utf-8", "ignore").decode("utf-8")  # half a surrogate pair: no UTF-8 form
+    return ""
+
+
 async def _lines(stream: asyncio.StreamReader) -> Any:
-    """Lines of a stream, however long; a line over MAX_JSON_LINE is skipped whole."""
+    """Lines of a stream, however long: a line over MAX_JSON_LINE comes as a LongLine (its two ends)."""
     pending = bytearray()
-    skipping = False
+    head: bytes | None = None  # set while in a line over MAX_JSON_LINE
+    tail = b""
     while True:
         chunk = await stream.read(1 << 16)
         if not chunk:
-            if pending and not skipping:
+            if head is not None:
+                yield LongLine(head, tail)
+            elif pending:
                 yield bytes(pending)
             return
         start = 0
         while True:
             newline = chunk.find(b"\n", start)
             if newline == -1:
-                if not skipping:
+                if head is not None:
+                    tail = (tail + chunk[start:])[-LONG_TAIL:]
+                else:
                     pending += chunk[start:]
                     if len(pending) > MAX_JSON_LINE:
+                        head, tail = bytes(pending[:LONG_HEAD]), bytes(pending[-LONG_TAIL:])
                         pending.clear()
-                        skipping = True
                 break
-            if skipping:
-                skipping = False
+            if head is not None:
+                yield LongLine(head, (tail + chunk[start:newline])[-LONG_TAIL:])
+                head, tail = None, b""
             else:
                 pending += chunk[start:newline]
                 yield bytes(pending)
             pending.clear()
             start = newline + 1
+
+
+def _beyond_rg(pattern: str) -> str | None:
+    """What of a regex that Python takes ripgrep's Rust regex does not: look-around, backreferences."""
+    try:
+        import re._parser as parser  # type: ignore[import-not-found]  # CPython 3.11+
+    except ImportError:  # pragma: no cover (3.9, 3.10)
+        import sre_parse as parser
+    try:
+        parsed = parser.parse(pattern)
+    except Exception:  # already compiled above: not expected
+        return None
+    names = {str(op) for op, _ in _opcodes(parsed)}
+    if names & {"ASSERT", "ASSERT_NOT"}:
+        return "look-around assertions"
+    if names & {"GROUPREF", "GROUPREF_EXISTS"}:
+        return "backreferences"
+    return None
+
+
+def _opcodes(parsed: Any) -> Iterator[tuple[Any, Any]]:
+    for op, arg in parsed:
+        yield op, arg
+        for item in arg if isinstance(arg, (list, tuple)) else ():
+            if isinstance(item, (list, tuple)):
+                for sub in item:
+                    if hasattr(sub, "data") or isinstance(sub, list):
+                        yield from _opcodes(sub)
+            elif hasattr(item, "data"):
+                yield from _opcodes(item)
