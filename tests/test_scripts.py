@@ -209,6 +209,11 @@ def test_lock_files_name_the_package_manager(tmp_path: Any) -> None:
         )
     # npm needs "--" before arguments; the others take them as they are.
     assert script.argv(["--x"]) == ["pnpm", "run", "dev", "--x"]
+    # A name that starts with "-" is read by every one of them as an option (npm ran nothing and succeeded).
+    write(os.path.join(workspace, "package.json"), json.dumps({"scripts": {"-rf": "echo dash", "ok": "echo ok"}}))
+    scripts, problems = package_scripts(workspace)
+    assert [s.name for s in scripts] == ["npm:ok"]
+    assert [(p["source"], "'-rf'" in p["message"]) for p in problems] == [("package.json", True)]
 
 
 def test_make_database_parsing() -> None:

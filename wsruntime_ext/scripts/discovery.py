@@ -158,6 +158,11 @@ def package_scripts(workspace: str) -> tuple[list[Script], list[dict[str, str]]]
         if not isinstance(line, str) or not _usable_name(name):
             problems.append(_problem("package.json", f"script {name[:MAX_NAME]!r} is not a name and a command string"))
             continue
+        if name.startswith("-"):
+            # `npm run -x` reads it as an option of npm's (and runs nothing): it cannot be run by its name.
+            message = f"script {name[:MAX_NAME]!r} starts with '-': {manager} run would read it as an option"
+            problems.append(_problem("package.json", message))
+            continue
         scripts.append(Script(f"npm:{name}", "package.json", [manager, "run", name], line, manager=manager))
     return scripts, problems
 
