@@ -51,6 +51,18 @@ async def test_document_basics(server: ServerThread) -> None:
     assert document["security"] == [{"bearer": []}]
 
 
+async def test_the_query_rule_is_documented_on_every_operation(server: ServerThread) -> None:
+    """A repeated (or empty) query parameter is 400 on every route, declared parameter or not: every operation
+    lists the 400 it really gives."""
+    document = (await server.request("GET", "/openapi.json")).body
+    missing = [(path, method) for path, ops in document["paths"].items() for method, op in ops.items()
+               if "400" not in op["responses"]]  # fmt: skip
+    assert missing == []
+    for path in ("/health", "/api/v1/scripts", "/api/v1/agents", "/openapi.json"):
+        r = await server.request("GET", path + "?a=1&a=2")
+        assert r.status == 400 and r.error_code == "invalid_parameter", (path, r.raw)
+
+
 async def test_openapi_etag(server: ServerThread) -> None:
     r = await server.request("GET", "/openapi.json")
     again = await server.request("GET", "/openapi.json", headers={"If-None-Match": r.headers["ETag"]})

@@ -190,11 +190,10 @@ def build_document(modules: Iterable[Any], open_paths: Iterable[str]) -> dict[st
                     operation["security"] = []
                 else:
                     responses.setdefault("401", error_response(401))
+                # ... and the query rule (a repeated, empty or non-UTF-8 parameter → 400), whatever it declares.
+                responses.setdefault("400", error_response(400))
                 if "requestBody" in operation:
-                    responses.setdefault("400", error_response(400))
                     responses.setdefault("413", error_response(413))
-                if any(p.get("in") == "query" for p in operation.get("parameters", [])):
-                    responses.setdefault("400", error_response(400))
                 operation["responses"] = dict(sorted(responses.items()))
                 operation.setdefault("operationId", _operation_id(method, template))
                 target[method] = operation

@@ -2510,6 +2510,15 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Forbidden: host, origin or path not allowed */
             403: {
                 headers: {
@@ -2690,6 +2699,15 @@ export interface operations {
                     "application/json": components["schemas"]["AgentSession"];
                 };
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Missing or wrong bearer token */
             401: {
                 headers: {
@@ -2740,6 +2758,15 @@ export interface operations {
                     "application/json": components["schemas"]["AgentSession"];
                 };
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Missing or wrong bearer token */
             401: {
                 headers: {
@@ -2788,6 +2815,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Accepted"];
+                };
+            };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Missing or wrong bearer token */
@@ -3083,6 +3119,15 @@ export interface operations {
                     "application/json": {
                         agents: components["schemas"]["AgentInfo"][];
                     };
+                };
+            };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Missing or wrong bearer token */
@@ -3965,6 +4010,15 @@ export interface operations {
                     "application/json": components["schemas"]["Process"];
                 };
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Missing or wrong bearer token */
             401: {
                 headers: {
@@ -4013,6 +4067,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Process"];
+                };
+            };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Missing or wrong bearer token */
@@ -4310,6 +4373,15 @@ export interface operations {
                     };
                 };
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Missing or wrong bearer token */
             401: {
                 headers: {
@@ -4405,6 +4477,15 @@ export interface operations {
                     "application/json": components["schemas"]["ScriptRunWithOutput"];
                 };
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Missing or wrong bearer token */
             401: {
                 headers: {
@@ -4453,6 +4534,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ScriptRun"];
+                };
+            };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Missing or wrong bearer token */
@@ -5317,6 +5407,15 @@ export interface operations {
                     "application/json": components["schemas"]["OpenSpecState"];
                 };
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Missing or wrong bearer token */
             401: {
                 headers: {
@@ -5477,6 +5576,15 @@ export interface operations {
                     "application/json": components["schemas"]["GitStatus"];
                 };
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Missing or wrong bearer token */
             401: {
                 headers: {
@@ -5561,6 +5669,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["GitBranches"];
+                };
+            };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Missing or wrong bearer token */
@@ -7359,6 +7476,15 @@ export interface operations {
                     "text/html": string;
                 };
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Forbidden: host, origin or path not allowed */
             403: {
                 headers: {
@@ -7401,6 +7527,15 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Forbidden: host, origin or path not allowed */
             403: {
                 headers: {
@@ -7439,6 +7574,15 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Forbidden: host, origin or path not allowed */
             403: {
                 headers: {
@@ -7475,6 +7619,15 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Forbidden: host, origin or path not allowed */
             403: {
                 headers: {
@@ -7510,6 +7663,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             /** @description Forbidden: host, origin or path not allowed */
             403: {
@@ -7552,6 +7714,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Bad input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
             };
             /** @description Forbidden: host, origin or path not allowed */
             403: {
