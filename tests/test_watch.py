@@ -206,6 +206,26 @@ async def test_an_api_write_is_one_event_created_for_a_new_file_modified_for_a_r
         stream.close()
 
 
+async def test_a_rename_over_a_file_right_after_an_api_write_is_reported(servers: ServerPool) -> None:
+    """An editor saves through the API, a formatter replaces the file by a rename within the 100 ms window:
+    the replacement still reaches clients (it used to be folded into the save's event)."""
+    server = watched(servers, "inotify")
+    stream, name, top = await connect(server)
+    target = f"{name}/fmt.txt"
+    try:
+        write(f"{top}/fmt.txt", "one")
+        await stream.expect_file(target, "created", WITHIN)
+        await stream.collect(QUIET)
+        before = len(stream.seen)
+        assert (await server.request("PUT", f"/api/v1/files/{target}", raw=b"saved")).status == 200
+        write(f"{top}/.fmt.txt.formatter", "formatted")
+        os.replace(f"{top}/.fmt.txt.formatter", f"{top}/fmt.txt")
+        events = stream.seen[before:] + await stream.collect(QUIET)
+        assert [k for k, p in file_events(events) if p == target] == ["modified", "created"], file_events(events)
+    finally:
+        stream.close()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_burst_of_writes_is_coalesced_and_the_last_is_reported(servers: ServerPool, backend: str) -> None:
     stream, name, top = await connect(watched(servers, backend))

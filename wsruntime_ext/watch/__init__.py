@@ -40,7 +40,7 @@ __all__ = ["IgnoreRules", "Watcher"]
 class _Burst:
     """A path that changed within the current window: what clients were told, and what happened since."""
 
-    __slots__ = ("exists", "is_dir", "pending", "reported_exists", "saw_delete", "saw_modify", "timer")
+    __slots__ = ("exists", "is_dir", "pending", "reported_exists", "saw_create", "saw_delete", "saw_modify", "timer")
 
     def __init__(self, exists: bool, is_dir: bool) -> None:
         self.reported_exists = exists
@@ -49,6 +49,7 @@ class _Burst:
         self.pending = False
         self.saw_delete = False
         self.saw_modify = False
+        self.saw_create = False  # moved onto within the window (a rename over it): its content changed
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -60,7 +61,8 @@ class Coalescer:
         self.window = window
         self.bursts: dict[str, _Burst] = {}
 
-    def change(self, path: str, kind: str, is_dir: bool) -> None:
+    def change(self, path: str, kind: str, is_dir: bool, moved: bool = False) -> None:
+        """One change; ``moved``: a ``created`` that is a rename onto the path (it may replace what was there)."""
         burst = self.bursts.get(path)
         if burst is None:
             self.emit(path, kind, is_dir)
@@ -78,6 +80,7 @@ class Coalescer:
         else:
             burst.exists = True
             burst.saw_modify = burst.saw_modify or kind == "modified"
+            burst.saw_create = burst.saw_create or moved
 
     def _open(self, path: str, burst: _Burst) -> None:
         self.bursts[path] = burst
@@ -97,6 +100,9 @@ class Coalescer:
             emitted = True
         elif burst.saw_delete:
             self.emit(path, "deleted", burst.is_dir)
+            self.emit(path, "created", burst.is_dir)
+            emitted = True
+        elif burst.saw_create:  # replaced by a rename over it, as it would be reported outside a burst
             self.emit(path, "created", burst.is_dir)
             emitted = True
         elif burst.saw_modify:
@@ -316,8 +322,8 @@ class Watcher:
 
     # -- what the backends report ------------------------------------------------------------
 
-    def file_changed(self, path: str, kind: str, is_dir: bool) -> None:
-        self._coalescer.change(path, kind, is_dir)
+    def file_changed(self, path: str, kind: str, is_dir: bool, moved: bool = False) -> None:
+        self._coalescer.change(path, kind, is_dir, moved)
 
     async def report(self, changes: list[tuple[str, str, bool]]) -> None:
         """Many changes at once (a walk, a polling pass): in slices, letting the sockets drain in between."""

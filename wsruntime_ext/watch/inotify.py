@@ -470,7 +470,7 @@ class InotifyBackend:
                 # A rename is deleted + created, but a write that lands by replacing its target (the runtime's
                 # own, which says so in REPLACING) changed that file.
                 replaced = not is_dir and REPLACING.take(os.path.join(self.workspace, rel))
-                self.watcher.file_changed(rel, "modified" if replaced else "created", is_dir)
+                self.watcher.file_changed(rel, "modified" if replaced else "created", is_dir, moved=not replaced)
                 if is_dir:
                     self._moved_in(cookie, rel)
             elif mask & IN_MOVED_FROM:
