@@ -309,6 +309,55 @@ def test_new_file_rename_delete_upload_and_search(ui: Page, console: ServerThrea
     page.wait_for_selector("#search-results button:has-text('Makefile')", timeout=WAIT_MS)
 
 
+def test_an_upload_over_a_file_asks_first_and_the_open_file_follows_its_folder(ui: Page, console: ServerThread) -> None:
+    workspace = console.workspace
+    os.makedirs(os.path.join(workspace, "keep", "inner"))
+    for rel, body in (("exists.txt", "mine\n"), ("keep/inner/open.txt", "original\n")):
+        with open(os.path.join(workspace, rel), "w", encoding="utf-8") as f:
+            f.write(body)
+    theirs = os.path.join(workspace, "..", "exists.txt")
+    with open(theirs, "w", encoding="utf-8") as f:
+        f.write("theirs\n")
+    page = ui.open("files")
+    page.wait_for_selector("#file-tree button[data-path='exists.txt']", timeout=WAIT_MS)
+    # An upload onto an existing file asks; declined, nothing changes (the API refused it: all or nothing).
+    ui.expected.add(409)
+    page.once("dialog", lambda d: d.dismiss())
+    page.set_input_files("#panel-files input[type=file]", theirs)
+    page.wait_for_selector("#files-notice:has-text('Not uploaded: exists.txt already exists')", timeout=WAIT_MS)
+    with open(os.path.join(workspace, "exists.txt"), encoding="utf-8") as f:
+        assert f.read() == "mine\n"
+    page.once("dialog", lambda d: d.accept())
+    page.set_input_files("#panel-files input[type=file]", theirs)
+    page.wait_for_selector("#files-notice:has-text('Uploaded exists.txt')", timeout=WAIT_MS)
+    with open(os.path.join(workspace, "exists.txt"), encoding="utf-8") as f:
+        assert f.read() == "theirs\n"
+    # A folder renamed around the open, edited file: the edit is saved where the file now is.
+    page.click("#file-tree button[data-path='keep']")
+    page.click("#file-tree button[data-path='keep/inner']", timeout=WAIT_MS)
+    page.click("#file-tree button[data-path='keep/inner/open.txt']", timeout=WAIT_MS)
+    page.wait_for_selector("#editor .cm-content:has-text('original')", timeout=WAIT_MS)
+    page.click("#editor .cm-content")
+    page.keyboard.press("Control+End")
+    page.keyboard.type("edited")
+    page.once("dialog", lambda d: d.accept("moved"))
+    row_action(page, "keep", "Rename keep")
+    page.wait_for_selector("#file-tree button[data-path='moved/inner/open.txt']", timeout=WAIT_MS)
+    page.click("#save")
+    page.wait_for_selector("#files-notice:has-text('Saved moved/inner/open.txt')", timeout=WAIT_MS)
+    with open(os.path.join(workspace, "moved", "inner", "open.txt"), encoding="utf-8") as f:
+        assert f.read() == "original\nedited"
+    # A tool that replaces the open file by a rename over it (sed -i, an editor's atomic save): shown.
+    temp = os.path.join(workspace, "moved", "inner", ".open.txt.tool")
+    with open(temp, "w", encoding="utf-8") as f:
+        f.write("replaced by a tool\n")
+    os.replace(temp, os.path.join(workspace, "moved", "inner", "open.txt"))
+    page.wait_for_selector("#editor .cm-content:has-text('replaced by a tool')", timeout=WAIT_MS)
+    # A folder deleted in a shell while open in the tree goes away without a failed listing.
+    shutil.rmtree(os.path.join(workspace, "moved"))
+    page.wait_for_selector("#file-tree button[data-path='moved']", state="detached", timeout=WAIT_MS)
+
+
 # -- terminal, scripts, git ---------------------------------------------------------------------
 
 
@@ -474,6 +523,10 @@ def test_an_mcp_server_added_in_settings_and_a_refused_body(ui: Page, console: S
     page.click("#settings-save")
     page.wait_for_selector("#settings-notice.error", timeout=WAIT_MS)
     assert page.get_attribute("#settings-notice", "data-path") == "$.mcpServers.docs.command"
+    page.fill("#settings-json", "{not json")  # a later error that names no path takes the old one away
+    page.click("#settings-save")
+    page.wait_for_selector("#settings-notice:has-text('Not JSON')", timeout=WAIT_MS)
+    assert page.get_attribute("#settings-notice", "data-path") is None
 
 
 # -- untrusted text -----------------------------------------------------------------------------

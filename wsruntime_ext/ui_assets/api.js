@@ -141,14 +141,15 @@ export async function workspacePath() {
  * @param {string} dir
  * @param {File[]} files
  * @param {(fraction: number) => void} onProgress
+ * @param {boolean} [overwrite] replace existing files (else an existing one is a 409 `already_exists`)
  * @returns {Promise<Schemas["UploadResult"]>}
  */
-export function upload(dir, files, onProgress) {
+export function upload(dir, files, onProgress, overwrite = false) {
   return new Promise((resolve, reject) => {
     const form = new FormData();
     for (const file of files) form.append("file", file, file.webkitRelativePath || file.name);
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", url("/api/v1/files/upload", { path: dir, overwrite: true }));
+    xhr.open("POST", url("/api/v1/files/upload", { path: dir, overwrite: overwrite ? true : null }));
     const token = getToken();
     if (token) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
     xhr.upload.onprogress = (event) => event.lengthComputable && onProgress(event.loaded / event.total);

@@ -91,6 +91,16 @@ export function mount(root) {
     }
   }
 
+  /** A folder that is gone (or moved): closed, with everything below it. @param {string} path */
+  function forget(path) {
+    for (const dir of [...expanded]) {
+      if (dir === path || dir.startsWith(`${path}/`)) {
+        expanded.delete(dir);
+        listings.delete(dir);
+      }
+    }
+  }
+
   async function reloadAll() {
     await Promise.all([...expanded].map(load));
     render();
@@ -238,11 +248,17 @@ export function mount(root) {
   async function rename(path) {
     const to = prompt(`Rename or move ${path} to`, path);
     if (!to || to === path) return;
+    // Taken before the move: its `deleted` event may come (and close these) before the answer does.
+    const opened = [...expanded].filter((dir) => dir === path || dir.startsWith(`${path}/`));
     try {
       await call("POST", "/api/v1/files/move", { json: { from: path, to } });
-      if (current && current.path === path) {
-        current.path = to;
-        title.textContent = to;
+      if (current && (current.path === path || current.path.startsWith(`${path}/`))) {
+        current.path = to + current.path.slice(path.length); // the file itself, or a folder around it
+        title.textContent = current.dirty ? `${current.path} ●` : current.path;
+      }
+      for (const dir of opened) {
+        forget(dir);
+        expanded.add(to + dir.slice(path.length)); // the renamed folder stays open where it went
       }
       expanded.add(parentOf(to));
       await reloadAll();
@@ -256,6 +272,7 @@ export function mount(root) {
     if (!confirm(`Delete ${entry.path}?`)) return;
     try {
       await request("DELETE", filePath(entry.path), { query: { recursive: entry.type === "directory" ? "true" : null } });
+      forget(entry.path);
       if (current && current.path === entry.path) {
         current.editor?.destroy();
         current = null;
@@ -272,8 +289,21 @@ export function mount(root) {
   /** @param {File[]} files */
   async function uploadFiles(files) {
     if (!files.length) return;
+    const onProgress = (/** @type {number} */ fraction) => (progress.style.width = `${Math.round(fraction * 100)}%`);
     try {
-      const result = await upload("", files, (fraction) => (progress.style.width = `${Math.round(fraction * 100)}%`));
+      let result;
+      try {
+        result = await upload("", files, onProgress);
+      } catch (error) {
+        // Nothing was kept (the upload is all or nothing): ask before replacing what is there.
+        if (!(error instanceof ApiError && error.code === "already_exists")) throw error;
+        const existing = error.details.path || "A file";
+        if (!confirm(`${existing} already exists. Replace it, and any other existing file in this upload?`)) {
+          notice(status, `Not uploaded: ${existing} already exists.`, "error");
+          return;
+        }
+        result = await upload("", files, onProgress, true);
+      }
       notice(status, `Uploaded ${result.uploaded.map((u) => u.path).join(", ")}`);
     } catch (error) {
       notice(status, describe(error), "error");
@@ -313,15 +343,18 @@ export function mount(root) {
   let scheduled = false;
   events.on("file_changed", (event) => {
     const dir = parentOf(event.path);
+    if (event.event_type === "deleted") forget(event.path); // not listed again: it is gone
     if (expanded.has(dir)) dirty.add(dir);
-    if (current && current.path === event.path && event.event_type === "modified" && !current.dirty) dirty.add("\0open");
+    // A change to the open file, or its replacement (a tool's rename over it is `created`): show it.
+    const replaced = event.event_type === "modified" || event.event_type === "created";
+    if (current && current.path === event.path && replaced && !current.dirty) dirty.add("\0open");
     if (scheduled) return;
     scheduled = true;
     setTimeout(async () => {
       scheduled = false;
       const dirs = [...dirty];
       dirty.clear();
-      await Promise.all(dirs.filter((d) => d !== "\0open").map(load));
+      await Promise.all(dirs.filter((d) => d !== "\0open" && (d === "" || expanded.has(d))).map(load));
       render();
       if (dirs.includes("\0open") && current && !current.dirty) await refreshOpen();
     }, 50);

@@ -44,6 +44,7 @@ export function mount(root) {
 
   async function store() {
     const { path, key, query } = target();
+    delete status.dataset.path; // set again only by a refusal that names its JSON path
     let value;
     try {
       value = JSON.parse(text.value);
