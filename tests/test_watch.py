@@ -226,6 +226,28 @@ async def test_a_rename_over_a_file_right_after_an_api_write_is_reported(servers
         stream.close()
 
 
+async def test_a_tree_made_and_removed_while_it_is_walked_leaves_no_ghost(servers: ServerPool) -> None:
+    """Folders that appear are walked (what was made in them before their watch took hold is reported created);
+    a walk that ends after the tree was removed must not report it created after its deletion."""
+    server = watched(servers, "inotify")
+    stream, name, top = await connect(server)
+    try:
+        deep = "/".join(["d" * 120] * 80)  # mkdir makes ~15 levels, meets a path too long, and takes them back
+        for i in range(6):
+            r = await server.request("POST", "/api/v1/files/mkdir", {"path": f"{name}/api{i}/{deep}"})
+            assert r.status == 400 and r.error_code == "name_too_long", r.body
+            os.makedirs(f"{top}/sh{i}/a/b/c/d/e/f/g")
+            shutil.rmtree(f"{top}/sh{i}")
+        events = stream.seen + await stream.collect(QUIET * 2)
+        last: dict[str, str] = {}
+        for kind, path in file_events(events):
+            last[path] = kind
+        ghosts = [p for p, kind in last.items() if kind != "deleted" and not os.path.lexists(f"{server.workspace}/{p}")]
+        assert ghosts == [], ghosts[:5]
+    finally:
+        stream.close()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_burst_of_writes_is_coalesced_and_the_last_is_reported(servers: ServerPool, backend: str) -> None:
     stream, name, top = await connect(watched(servers, backend))

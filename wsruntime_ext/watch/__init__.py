@@ -32,6 +32,7 @@ COALESCE_WINDOW_S = 0.1
 GIT_WINDOW_S = 0.2  # a git command touches HEAD, the index and refs in a few milliseconds
 RESYNC_WINDOW_S = 0.5
 REPORT_SLICE = 500  # changes published between two chances for the sockets to drain
+DELETED_KEPT = 100_000  # deletions remembered for the walks under way (see Watcher.deleted_since)
 T = TypeVar("T")
 
 __all__ = ["IgnoreRules", "Watcher"]
@@ -251,6 +252,8 @@ class Watcher:
         self._git_signature: tuple[Any, ...] = ()
         self.resyncs = 0
         self._coalescer = Coalescer(self._publish)
+        # path -> loop time of its last "deleted": a walk that found it before that must not report it created
+        self._deleted: dict[str, float] = {}
         self._git_throttle = Throttle(self._publish_git_changed, GIT_WINDOW_S)
         self._resync_reason = "overflow"
         self._resync_throttle = Throttle(self._publish_resync, RESYNC_WINDOW_S)
@@ -323,14 +326,36 @@ class Watcher:
     # -- what the backends report ------------------------------------------------------------
 
     def file_changed(self, path: str, kind: str, is_dir: bool, moved: bool = False) -> None:
+        if kind == "deleted":
+            if len(self._deleted) >= DELETED_KEPT:
+                self._deleted.clear()  # the walks they could concern are long over (each is seconds at most)
+            self._deleted[path] = asyncio.get_running_loop().time()
         self._coalescer.change(path, kind, is_dir, moved)
 
-    async def report(self, changes: list[tuple[str, str, bool]]) -> None:
-        """Many changes at once (a walk, a polling pass): in slices, letting the sockets drain in between."""
+    def deleted_since(self, path: str, since: float) -> bool:
+        """Whether ``path`` or a folder above it was reported deleted at loop time ``since`` or later."""
+        deleted = self._deleted
+        if not deleted:
+            return False
+        while path:
+            when = deleted.get(path)
+            if when is not None and when >= since:
+                return True
+            path = path.rpartition("/")[0]
+        return False
+
+    async def report(self, changes: list[tuple[str, str, bool]], found_at: float | None = None) -> None:
+        """Many changes at once (a walk, a polling pass): in slices, letting the sockets drain in between.
+
+        ``found_at``: the loop time the walk that found them began; what was reported deleted since (it, or
+        a folder above it: a tree made and removed while it was walked) is not reported created after that.
+        """
         for start in range(0, len(changes), REPORT_SLICE):
             if start:
                 await asyncio.sleep(0.001)
             for path, kind, is_dir in changes[start : start + REPORT_SLICE]:
+                if found_at is not None and kind == "created" and self.deleted_since(path, found_at):
+                    continue
                 self._coalescer.change(path, kind, is_dir)
 
     def resync(self, reason: str) -> None:

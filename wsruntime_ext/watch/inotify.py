@@ -15,6 +15,7 @@ scanner.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import errno
@@ -260,11 +261,12 @@ class InotifyBackend:
         """Watch ``top`` and every directory below it; with ``report``, say what was found as created."""
         if report:
             self._fresh[top] = self._fresh.get(top, 0) + 1
+        started = asyncio.get_running_loop().time()
         try:
             found, failed, capped = await self.watcher.run_blocking(self._walk_blocking, top, report)
             if self._stopping:
                 return
-            await self.watcher.report([(rel, "created", is_dir) for rel, is_dir in found])
+            await self.watcher.report([(rel, "created", is_dir) for rel, is_dir in found], found_at=started)
         except Exception:
             log.exception("walking %r failed", top or ".")
             return
