@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from wsruntime_ext import paths
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.paths import AtomicWriter, atomic_write, resolve_in_workspace
 
@@ -307,3 +308,28 @@ def test_fast_resolution_equals_realpath(jail: str) -> None:
             assert (got.path, got.real) == expected, client_path
             checked += 1
     assert checked > 100
+
+
+def test_replacements_are_taken_once_forgotten_when_expired_and_purged_as_the_table_doubles() -> None:
+    clock = [1000.0]
+    replacing = paths.Replacements(clock=lambda: clock[0])
+    replacing.add("/w/a")
+    replacing.add("/w/a")  # two renames over one file in flight: two takes
+    assert replacing.take("/w/a") and replacing.take("/w/a") and not replacing.take("/w/a")
+    replacing.add("/w/b")
+    replacing.discard("/w/b")  # the rename failed
+    assert not replacing.take("/w/b")
+    replacing.add("/w/c")
+    clock[0] += replacing.TTL_S + 1
+    assert not replacing.take("/w/c")  # too old to be the rename the watcher sees now
+    # Renames nobody takes (the watcher off, an ignored folder): the expired ones go, and the table is
+    # rebuilt only each time it doubles, not at every add once it is big.
+    replacing.add("/w/expired")
+    clock[0] += replacing.TTL_S + 1
+    rebuilds, table = 0, replacing._pending
+    for i in range(20_000):
+        replacing.add(f"/w/live/{i}")
+        if replacing._pending is not table:  # `table` held: a new table never reuses the old one's identity
+            rebuilds, table = rebuilds + 1, replacing._pending
+    assert rebuilds <= 3
+    assert not replacing.take("/w/expired") and replacing.take("/w/live/0") and replacing.take("/w/live/19999")

@@ -339,16 +339,22 @@ class Replacements:
     """
 
     TTL_S = 10.0
+    PURGE_AT = 4096  # entries before the expired ones are dropped (then twice what is left, at least this)
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[str, list[float]] = {}  # path -> deadlines of the renames in flight
+        self._purge_at = self.PURGE_AT
 
     def add(self, path: str) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
-            if len(self._pending) > 4096:
+            if len(self._pending) > self._purge_at:
+                # Renames nobody takes (the watcher is off, or ignores the path) are dropped once expired;
+                # the next purge waits for the table to double, so that adds stay O(1) however many are live.
                 self._pending = {p: d for p, d in self._pending.items() if d[-1] >= now}
+                self._purge_at = max(self.PURGE_AT, 2 * len(self._pending))
             self._pending.setdefault(path, []).append(now + self.TTL_S)
 
     def discard(self, path: str) -> None:
@@ -362,7 +368,7 @@ class Replacements:
 
     def take(self, path: str) -> bool:
         """Whether the rename that landed ``path`` replaced it (an entry is used once)."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             deadlines = self._pending.get(path)
             while deadlines:

@@ -344,7 +344,10 @@ paths: dict[str, Any] = {
             "under `path` that match `glob`; `glob` alone: find files by name. Hidden files are searched, "
             "`.gitignore` is not applied, symlinks are not followed; `.git/`, `node_modules/`, the state "
             "directory, binary files and files over 50 MiB are skipped. Results in path order, at most "
-            "`limit`, within 20 s (`truncated`, `timed_out`). Uses ripgrep when installed.",
+            "`limit`, within 20 s (`truncated`, `timed_out`). Uses ripgrep when installed, else a Python walk "
+            "that answers alike: `regex=true` takes ripgrep's (Rust) syntax, so look-around and backreferences "
+            "are 400 `invalid_regex`; a pattern with a line break matches no line; a match in a line of "
+            "megabytes is found, its `text` the line's first 500 characters.",
             "tags": [TAG],
             "parameters": [
                 query_param("q", {"type": "string", "maxLength": 1000, "pattern": "^[^\\x00]*$"}, "text to find"),
