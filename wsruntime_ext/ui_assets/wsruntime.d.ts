@@ -448,7 +448,7 @@ export interface paths {
         };
         /**
          * Search file contents and names (extension)
-         * @description With neither `q` nor `glob` nothing is searched (`matches` is empty). `q`: the text to find (literal; `regex=true` for a regular expression) in files under `path` that match `glob`; `glob` alone: find files by name. Hidden files are searched, `.gitignore` is not applied, symlinks are not followed; `.git/`, `node_modules/`, the state directory, binary files and files over 50 MiB are skipped. Results in path order, at most `limit`, within 20 s (`truncated`, `timed_out`). Uses ripgrep when installed.
+         * @description With neither `q` nor `glob` nothing is searched (`matches` is empty). `q`: the text to find (literal; `regex=true` for a regular expression) in files under `path` that match `glob`; `glob` alone: find files by name. Hidden files are searched, `.gitignore` is not applied, symlinks are not followed; `.git/`, `node_modules/`, the state directory, binary files and files over 50 MiB are skipped. Results in path order, at most `limit`, within 20 s (`truncated`, `timed_out`). Uses ripgrep when installed, else a Python walk that answers alike: `regex=true` takes ripgrep's (Rust) syntax, so look-around and backreferences are 400 `invalid_regex`; a pattern with a line break matches no line; a match in a line of megabytes is found, its `text` the line's first 500 characters.
          */
         get: operations["getSearch"];
         put?: never;
