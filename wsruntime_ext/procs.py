@@ -95,6 +95,26 @@ def tagged_processes(variable: str, values: Iterable[str]) -> dict[str, list[int
     return found
 
 
+def stop_tagged(variable: str, values: Iterable[str], grace: float = 0.0) -> dict[str, list[int]]:
+    """Stop what a killed runtime left running of these runs (see :func:`tagged_processes`); blocking.
+
+    SIGKILL at once, or with ``grace`` SIGTERM first (a CLI saves its state) and SIGKILL to what is
+    still there after ``grace`` seconds. Returns the pids found, per value, for the caller to log.
+    """
+    found = tagged_processes(variable, values)
+    pids = [pid for value_pids in found.values() for pid in value_pids]
+    if grace > 0:
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.05)
+            pids = [pid for pid in pids if _alive(pid)]
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+    return found
+
+
 def descendants(pid: int) -> list[int]:
     """Every live descendant of ``pid`` (children first), via psutil or /proc."""
     try:

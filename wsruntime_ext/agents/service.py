@@ -17,8 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
-import time
 from typing import TYPE_CHECKING, Any
 
 from wsruntime_ext.agents.adapter import AgentAdapter, AgentInfo, SessionOptions
@@ -32,7 +30,7 @@ from wsruntime_ext.agents.store import SessionStore
 from wsruntime_ext.base import ApiError
 from wsruntime_ext.context import now_iso
 from wsruntime_ext.paths import new_record_id
-from wsruntime_ext.procs import _alive, tagged_processes
+from wsruntime_ext.procs import stop_tagged
 from wsruntime_ext.versions import DETECTION_WAIT_S
 
 if TYPE_CHECKING:
@@ -88,7 +86,10 @@ class AgentService:
                 stale.append(session.id)
                 await self._mark_interrupted(session)
         if stale:
-            await self.ctx.run_blocking(_stop_leftovers, stale)
+            # SIGTERM first: a CLI saves its conversation (resume reads it), then SIGKILL to what is left.
+            found = await self.ctx.run_blocking(stop_tagged, TAG_VARIABLE, stale, LEFTOVER_GRACE_S)
+            for session_id, pids in found.items():
+                log.warning("stopped %d process(es) left behind by agent session %s", len(pids), session_id)
 
     async def _detect(self) -> None:
         async def detect(adapter: AgentAdapter) -> None:
@@ -442,25 +443,3 @@ def default_adapters(config: Config) -> list[AgentAdapter]:
         QwenCodeAdapter(config.qwen_bin),
         OpencodeAdapter(config.opencode_bin),
     ]
-
-
-def _stop_leftovers(session_ids: list[str]) -> None:
-    """A runtime that was killed left these sessions' agents (and what they started) running: stop them.
-
-    SIGTERM first, so that a CLI can write its conversation out (``resume`` reads it), then SIGKILL to
-    whatever is still there after ``LEFTOVER_GRACE_S`` (blocking: reads /proc).
-    """
-    found = tagged_processes(TAG_VARIABLE, session_ids)
-    pids = [pid for session_pids in found.values() for pid in session_pids]
-    for session_id, session_pids in found.items():
-        log.warning("stopping %d process(es) left behind by agent session %s", len(session_pids), session_id)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + LEFTOVER_GRACE_S
-    while pids and time.monotonic() < deadline:
-        time.sleep(0.05)
-        pids = [pid for pid in pids if _alive(pid)]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)

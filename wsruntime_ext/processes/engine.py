@@ -39,7 +39,7 @@ from wsruntime_ext.processes.pty import (
     take_controlling_terminal,
 )
 from wsruntime_ext.processes.runs import Cursor, OutputLog, RunStore, output_tail, read_frames, stream_tails
-from wsruntime_ext.procs import tagged_processes
+from wsruntime_ext.procs import stop_tagged, tagged_processes
 
 if TYPE_CHECKING:
     from wsruntime_ext.context import Context
@@ -266,11 +266,8 @@ class RunEngine:
 
     def _kill_leftovers(self, run_ids: list[str]) -> None:
         """A runtime that was killed left these runs' trees behind: stop whatever of them still runs."""
-        for run_id, pids in tagged_processes(self.tag_variable, run_ids).items():
-            log.warning("stopping %d process(es) left behind by %s", len(pids), run_id)
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+        for run_id, pids in stop_tagged(self.tag_variable, run_ids).items():
+            log.warning("stopped %d process(es) left behind by %s", len(pids), run_id)
 
     async def shutdown(self) -> None:
         """Stop every running tree (the runs become ``interrupted``) and write every record."""
