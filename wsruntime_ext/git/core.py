@@ -307,10 +307,13 @@ class GitCore:
             result["outside_workspace"] = outside
         return result
 
-    async def unresolved_conflicts(self, repo: Repository, message: str, **details: Any) -> ApiError | None:
+    async def unresolved_conflicts(
+        self, repo: Repository, message: str, st: Status | None = None, **details: Any
+    ) -> ApiError | None:
         """409 ``merge_conflict`` (``paths``, ``operation``) when the index still has conflicted entries, else None:
-        what a merge, rebase or cherry-pick stopped on must be resolved (or aborted) before git goes on."""
-        st = await self.raw_status()
+        what a merge, rebase or cherry-pick stopped on must be resolved (or aborted) before git goes on.
+        ``st``: the status, when the caller has it already."""
+        st = st if st is not None else await self.raw_status()
         conflicted = [e.path for e in st.entries if e.kind == "unmerged"]
         if not conflicted:
             return None

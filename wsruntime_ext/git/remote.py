@@ -149,13 +149,13 @@ class RemoteOps(GitCore):
         }
 
     async def _pull_failure(self, repo: Repository, done: Completed, output: str, remote: str, ref: str) -> ApiError:
+        st = await self.raw_status()
         conflict = await self.unresolved_conflicts(
-            repo, "The {operation} stopped on conflicts: resolve them and commit, or abort", output=output
+            repo, "The {operation} stopped on conflicts: resolve them and commit, or abort", st, output=output
         )
         if conflict is not None:
             self.publish("git_changed", {"operation": "pull", "conflict": True})
             return conflict
-        st = await self.raw_status()
         text = decode(done.stderr + done.stdout)
         if OVERWRITTEN.search(text):
             return ApiError(

@@ -206,7 +206,8 @@ class AgentSettingsService(AgentTrust):
         except RecursionError:
             raise invalid_settings(path, "is nested too deeply") from None
 
-    def _validate_native_servers(self, profile: AgentProfile, value: Any, path: str) -> None:
+    @staticmethod
+    def _validate_native_servers(profile: AgentProfile, value: Any, path: str) -> None:
         """A whole-settings write's servers, in the agent's own shape: each must read back as a server the
         mcp endpoint would take (else GET …/mcp answers what no PUT …/mcp accepts, and the CLI cannot run it)."""
         servers = check_object(value, path)
@@ -214,15 +215,13 @@ class AgentSettingsService(AgentTrust):
             server_path = member(path, name)
             check_object(native, server_path)
             try:
-                self.validate_servers(profile, {name: profile.from_native(native)}, path)
+                AgentSettingsService.validate_servers(profile, {name: profile.from_native(native)}, path)
             except SettingsInvalid as exc:
                 detail = exc.path[len(server_path) :].lstrip(".")
                 where = f"its {detail} " if detail else ""
                 raise SettingsInvalid(
                     server_path, f"is not a server {profile.name} can run: {where}{exc.message}"
                 ) from None
-            except (KeyError, TypeError, ValueError, AttributeError):
-                raise SettingsInvalid(server_path, f"is not a server {profile.name} can run") from None
 
     @staticmethod
     def validate_servers(profile: AgentProfile | None, value: Any, path: str, allow_null: bool = False) -> None:
